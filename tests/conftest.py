@@ -1,0 +1,72 @@
+"""Offline fixtures: a tiny BERT with its own WordPiece vocabulary, and tiny SST-2-format files."""
+
+import os
+import random
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+torch.set_num_threads(1)  # two torch processes on two cores thrash
+
+POSITIVE = ["good", "great", "fun", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "ugly"]
+FILLER = ["the", "movie", "film", "was", "a", "plot", "and", "it", "story", "acting", "really", "quite"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, ".", ","]
+
+
+def toy_sentences(count, seed):
+    """A trivially learnable task: the one sentiment word decides the label."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.randint(0, 1)
+        words = rng.choices(FILLER, k=rng.randint(2, 12))
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        rows.append((" ".join(words) + " ", label))
+    return rows
+
+
+def write_tsv(path, rows, header=("sentence", "label")):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\t".join(header) + "\n")
+        for row in rows:
+            handle.write("\t".join(str(field) for field in row) + "\n")
+
+
+def build_tiny_model(folder, seed=0):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    vocab_path = os.path.join(folder, "vocab.txt")
+    with open(vocab_path, "w") as handle:
+        handle.write("\n".join(VOCAB) + "\n")
+    # BertTokenizerFast(vocab_file=...) silently ignores the file in transformers 5.x; this one reads it.
+    BertTokenizer(vocab=vocab_path).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sst2")
+    write_tsv(folder / "train.tsv", toy_sentences(96, seed=1))
+    write_tsv(folder / "dev.tsv", toy_sentences(40, seed=2))
+    return str(folder)

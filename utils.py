@@ -1,0 +1,106 @@
+"""Small helpers the pipeline, the benchmark and the plots share: metrics, counts, memory, files."""
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+
+import numpy as np
+import torch
+
+
+def argmax_logits(logits, labels):
+    """Keeps only the predicted class on the device, so evaluation gathers one int per sentence."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def accuracy_metrics(eval_prediction):
+    """Accuracy without `evaluate`, whose metric scripts come from the Hub and fail offline."""
+    predictions = np.asarray(eval_prediction.predictions).reshape(-1)
+    labels = np.asarray(eval_prediction.label_ids).reshape(-1)
+    correct = int((predictions == labels).sum())
+    return {"accuracy": correct / len(labels), "correct": correct, "total": int(len(labels))}
+
+
+def count_parameters(model) -> dict:
+    """Trainable and total parameters; a tensor shared between modules counts once."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    total = sum(p.numel() for p in unique)
+    return {"trainable": trainable, "total": total, "trainable_percent": 100.0 * trainable / total}
+
+
+def reset_peak_memory():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mb() -> dict:
+    """Peak CUDA memory since the last reset, in MiB; None on a CPU, where torch does not track it."""
+    if not torch.cuda.is_available():
+        return {"peak_memory_mb": None, "peak_memory_reserved_mb": None}
+    torch.cuda.synchronize()
+    return {
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "peak_memory_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+    }
+
+
+def write_json_atomic(path, data, overwrite=True):
+    """Writes a whole file or nothing: a crash mid-write leaves no half file behind.
+
+    With overwrite=False an existing file is never replaced (FileExistsError), even by a racing process.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2, allow_nan=False)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails if the path exists, atomically
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def environment() -> dict:
+    """Package versions, device and git commit: what a reader needs to trust or reproduce a number."""
+    import datasets
+    import peft
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "datasets": datasets.__version__,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+
+
+def git_commit():
+    """The commit of this code, with '-dirty' if it has uncommitted changes; None outside git."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
