@@ -59,6 +59,7 @@ FAST_ON_GPU = dict(
     optim="adamw_torch_fused",  # one kernel for the update instead of one per parameter tensor
     per_device_eval_batch_size=512,
     dataloader_num_workers=2,  # collate the next batch while the GPU runs this one
+    accelerator_config={"non_blocking": True},  # a blocking copy would wait for the previous step: a sync per step
 )
 
 
