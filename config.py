@@ -12,7 +12,9 @@ whatever the user typed.
 """
 
 import argparse
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -27,7 +29,7 @@ class ConfigError(ValueError):
     """A setting that cannot work. The message is written for the user, as is."""
 
 
-# The original's shared settings, where they differ from TrainingArguments' defaults.
+# The original's shared settings and ours, where they differ from TrainingArguments' defaults.
 ORIGINAL_SETTINGS = dict(
     num_train_epochs=10,
     per_device_train_batch_size=16,
@@ -35,9 +37,23 @@ ORIGINAL_SETTINGS = dict(
     seed=42,
     eval_strategy="epoch",  # the per-epoch accuracy history
     logging_strategy="epoch",  # the per-epoch train loss, and no host sync per step for logging
-    save_strategy="no",  # a BERT-base checkpoint is 1.3 GB with its optimizer state
+    save_strategy="epoch",  # a run can resume after an interruption or a crash
+    save_total_limit=1,  # keep only what resuming needs: a BERT-base checkpoint is 1.3 GB with its optimizer
     report_to="none",  # no surprise wandb or tensorboard logins
 )
+
+# --lr_preset tuned: each method's learning rate, chosen by sweep.py on a held-out 5 % of the training
+# sentences (never on dev). To be filled from measured sweeps; until then, published practice.
+TUNED_LEARNING_RATES = {
+    "full": 5e-5,
+    "prefix": 1e-3,
+    "prefix-v2": 1e-2,
+    "prompt": 1e-3,
+    "ptuning": 1e-3,
+    "lora": 5e-4,
+    "ia3": 1e-3,
+    "bitfit": 1e-3,
+}
 
 # How a run is executed. Both recipes keep batch size, epochs and schedule, so they learn the same thing.
 RECIPES = {
@@ -61,6 +77,9 @@ FAST_ON_GPU = dict(
     dataloader_num_workers=2,  # collate the next batch while the GPU runs this one
     accelerator_config={"non_blocking": True},  # a blocking copy would wait for the previous step: a sync per step
 )
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # becomes a file and a folder name
 
 
 def default_run_name(method: str) -> str:
@@ -121,6 +140,32 @@ class ExperimentArguments:
         metadata={"help": "Prefix tuning: hidden size of the projection MLP (default: the model's, 768 for BERT-base)."},
     )
 
+    holdout_fraction: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on a stratified slice of this fraction of the training sentences (fixed seed), "
+            "removed from training, instead of on dev: for choosing hyper-parameters (sweep.py uses 0.05)."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA: rank of the update."})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA: scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA: dropout on the update's input."})
+    lora_target_modules: str = field(
+        default="query,value", metadata={"help": "LoRA: comma-separated names of the modules to adapt."}
+    )
+    lr_preset: str = field(
+        default="original",
+        metadata={
+            "help": "Learning rate when --learning_rate is not given. 'original': 1e-6 for every method, as in "
+            "the original. 'tuned': each method's rate from a sweep (config.TUNED_LEARNING_RATES).",
+            "choices": ["original", "tuned"],
+        },
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue run --run_name from its last checkpoint (running the same --run_name again does too)."},
+    )
+
     def __post_init__(self):
         if self.max_seq_length < 4:
             raise ConfigError(f"--max_seq_length must be at least 4 (got {self.max_seq_length}).")
@@ -134,8 +179,22 @@ class ExperimentArguments:
             raise ConfigError(f"--num_virtual_tokens must be at least 1 (got {self.num_virtual_tokens}).")
         if self.prefix_hidden_size is not None and self.prefix_hidden_size < 1:
             raise ConfigError(f"--prefix_hidden_size must be positive (got {self.prefix_hidden_size}).")
+        if self.holdout_fraction is not None and not 0 < self.holdout_fraction < 0.5:
+            raise ConfigError(f"--holdout_fraction must be between 0 and 0.5 (got {self.holdout_fraction}).")
+        if self.lora_r < 1 or not self.lora_alpha > 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("LoRA needs --lora_r >= 1, --lora_alpha > 0 and 0 <= --lora_dropout < 1.")
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ConfigError(f"--data_dir {self.data_dir} is not a folder.")
+
+
+def recipe_settings(recipe: str, on_gpu: bool) -> dict:
+    """The settings a recipe stands for on this kind of device."""
+    settings = dict(RECIPES[recipe])
+    if recipe == "fast" and on_gpu:
+        settings.update(FAST_ON_GPU)
+    if not on_gpu:
+        settings["dataloader_pin_memory"] = False  # pinning needs an accelerator; torch warns otherwise
+    return settings
 
 
 class _Parser(HfArgumentParser):
@@ -176,23 +235,26 @@ def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
         raise ConfigError(f"this script always runs '{method}'; use train_peft.py --method {namespace.method}.")
 
     values = vars(namespace)
-    on_gpu = _cuda_available() and not values.get("use_cpu")
-    recipe = dict(RECIPES[values["recipe"]])
-    if values["recipe"] == "fast" and on_gpu:
-        recipe.update(FAST_ON_GPU)
+    if method is None and "method" not in typed:
+        raise ConfigError(f"choose a method with --method ({', '.join(METHODS)}).")
+    if "learning_rate" not in typed and values["lr_preset"] == "tuned":
+        values["learning_rate"] = TUNED_LEARNING_RATES[values["method"]]
+    recipe = recipe_settings(values["recipe"], on_gpu=_cuda_available() and not values.get("use_cpu"))
     for name, value in recipe.items():
         if name not in typed:
             values[name] = value
-    if values["learning_rate"] <= 0:
+    if not (values["learning_rate"] > 0 and math.isfinite(values["learning_rate"])):
         raise ConfigError(f"--learning_rate must be positive (got {values['learning_rate']}).")
-    if values["num_train_epochs"] <= 0 and values["max_steps"] <= 0:
+    if values["max_steps"] <= 0 and not (values["num_train_epochs"] > 0 and math.isfinite(values["num_train_epochs"])):
         raise ConfigError(f"--num_train_epochs must be positive (got {values['num_train_epochs']}).")
     if values["per_device_train_batch_size"] < 1 or values["per_device_eval_batch_size"] < 1:
         raise ConfigError("batch sizes must be at least 1.")
+    if values["resume"] and not values.get("run_name"):
+        raise ConfigError("--resume needs the --run_name of the run to continue.")
     if not values.get("run_name"):
         values["run_name"] = default_run_name(values["method"])
-    if os.sep in values["run_name"] or values["run_name"].startswith("."):
-        raise ConfigError(f"--run_name {values['run_name']!r} must be a plain file name.")
+    if not RUN_NAME.fullmatch(values["run_name"]):
+        raise ConfigError(f"--run_name {values['run_name']!r} must be a plain file name (letters, digits, . _ + = -).")
     if not values.get("output_dir"):
         values["output_dir"] = os.path.join(values["results_dir"], "checkpoints", values["run_name"])
 

@@ -6,7 +6,7 @@ Evaluation uses GLUE's validation split (872 sentences): GLUE withholds the test
 import csv
 import os
 
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("dev", "validation")}
 FORMATS = {".tsv": "csv", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -110,6 +110,16 @@ def _check(dataset, source):
         raise DataError(f"{source} has labels outside {{0, 1}}: {bad[:5]}.")
 
 
+HOLDOUT_SEED = 2026  # fixed, so every trial of a sweep is scored on the same sentences
+
+
+def split_holdout(train, fraction):
+    """(train without the slice, the slice): a stratified share of the training sentences for model selection."""
+    labelled = train.cast_column("label", ClassLabel(names=["negative", "positive"]))
+    split = labelled.train_test_split(test_size=fraction, stratify_by_column="label", seed=HOLDOUT_SEED)
+    return split["train"], split["test"]
+
+
 def tokenize(dataset, tokenizer, max_length: int, pad_to_max_length: bool):
     """Tokenizes once, truncating to max_length. Returns (dataset, number of truncated sentences)."""
     padding = "max_length" if pad_to_max_length else False
@@ -120,6 +130,6 @@ def tokenize(dataset, tokenizer, max_length: int, pad_to_max_length: bool):
     encoded = dataset.map(encode, batched=True, remove_columns=["sentence"], desc="Tokenizing")
     # Only a sentence that fills max_length can have been cut; re-tokenize just those to count.
     full = [i for i, mask in enumerate(encoded["attention_mask"]) if sum(mask) == max_length]
-    untruncated = tokenizer(dataset.select(full)["sentence"])["input_ids"] if full else []
+    untruncated = tokenizer(list(dataset.select(full)["sentence"]))["input_ids"] if full else []
     truncated = sum(len(ids) > max_length for ids in untruncated)
     return encoded, truncated

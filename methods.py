@@ -1,35 +1,88 @@
 """The tuning methods. A method is data: how to turn a classifier into the model that trains.
 
-Adding a method is one entry in METHODS: a peft config built from the run's settings,
-or, for a method peft lacks, the names of the parameters that stay trainable.
+Adding a method is one entry in METHODS: a peft config built from the run's settings, or, for a
+method peft lacks, a rule naming the parameters that stay trainable. Its knobs are flags in
+config.ExperimentArguments, and its tuned learning rate goes in config.TUNED_LEARNING_RATES.
 """
 
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from peft import PrefixTuningConfig, TaskType, get_peft_model
+from peft import (
+    IA3Config,
+    LoraConfig,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+    TaskType,
+    get_peft_model,
+)
 
 
 @dataclass(frozen=True)
 class Method:
     help: str
-    # Builds the peft config from the run's ExperimentArguments; None for methods without peft.
+    # Builds the peft config from the run's ExperimentArguments.
     peft_config: Optional[Callable] = None
+    # For methods without peft: which parameters (by name) keep training; the rest freeze.
+    trainable: Optional[Callable[[str], bool]] = None
     # Virtual tokens take position embeddings too, so they shorten the longest input the model takes.
     virtual_tokens: Callable = lambda args: 0
+
+
+def _prefix(projection):
+    return lambda args: PrefixTuningConfig(
+        task_type=TaskType.SEQ_CLS,
+        num_virtual_tokens=args.num_virtual_tokens,
+        prefix_projection=projection if projection is not None else args.prefix_projection,
+        encoder_hidden_size=args.prefix_hidden_size,  # None: peft takes the model's hidden size
+    )
+
+
+def _virtual_tokens(args):
+    return args.num_virtual_tokens
 
 
 METHODS = {
     "full": Method(help="full fine-tuning: every weight trains"),
     "prefix": Method(
-        help="prefix tuning (Li & Liang, 2021): trainable keys and values prepended in every layer",
-        peft_config=lambda args: PrefixTuningConfig(
-            task_type=TaskType.SEQ_CLS,
-            num_virtual_tokens=args.num_virtual_tokens,
-            prefix_projection=args.prefix_projection,
-            encoder_hidden_size=args.prefix_hidden_size,  # None: peft takes the model's hidden size
+        help="prefix tuning (Li & Liang, 2021): keys and values prepended in every layer, "
+        "through an MLP by default (--prefix_projection), as in the original",
+        peft_config=_prefix(projection=None),
+        virtual_tokens=_virtual_tokens,
+    ),
+    "prefix-v2": Method(
+        help="prefix tuning without the projection MLP (P-tuning v2 style)",
+        peft_config=_prefix(projection=False),
+        virtual_tokens=_virtual_tokens,
+    ),
+    "prompt": Method(
+        help="prompt tuning (Lester et al., 2021): trainable embeddings prepended to the input",
+        peft_config=lambda args: PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.num_virtual_tokens),
+        virtual_tokens=_virtual_tokens,
+    ),
+    "ptuning": Method(
+        help="P-tuning (Liu et al., 2021): prompt embeddings produced by peft's PromptEncoder (an MLP)",
+        peft_config=lambda args: PromptEncoderConfig(
+            task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.num_virtual_tokens,
+            encoder_hidden_size=args.prefix_hidden_size,
         ),
-        virtual_tokens=lambda args: args.num_virtual_tokens,
+        virtual_tokens=_virtual_tokens,
+    ),
+    "lora": Method(
+        help="LoRA (Hu et al., 2021): low-rank updates of the attention's query and value",
+        peft_config=lambda args: LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=args.lora_r, lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout, target_modules=list(args.lora_target_modules.split(",")),
+        ),
+    ),
+    "ia3": Method(
+        help="IA3 (Liu et al., 2022): learned scaling of keys, values and feed-forward activations",
+        peft_config=lambda args: IA3Config(task_type=TaskType.SEQ_CLS),
+    ),
+    "bitfit": Method(
+        help="BitFit (Ben Zaken et al., 2022): only the biases and the classifier head train",
+        trainable=lambda name: name.endswith(".bias") or name.startswith("classifier."),
     ),
 }
 
@@ -37,15 +90,9 @@ METHODS = {
 def apply_method(model, name: str, args):
     """Returns the model to train, with only the method's parameters requiring gradients."""
     method = METHODS[name]
-    if method.peft_config is None:
-        return model
-    return get_peft_model(model, method.peft_config(args))
-
-
-def peft_config_dict(name: str, args) -> Optional[dict]:
-    """The method's peft config as plain JSON data, for the results file."""
-    method = METHODS[name]
-    if method.peft_config is None:
-        return None
-    config = method.peft_config(args).to_dict()
-    return {key: (sorted(value) if isinstance(value, set) else value) for key, value in config.items()}
+    if method.peft_config is not None:
+        return get_peft_model(model, method.peft_config(args))
+    if method.trainable is not None:
+        for parameter_name, parameter in model.named_parameters():
+            parameter.requires_grad_(method.trainable(parameter_name))
+    return model

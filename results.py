@@ -20,6 +20,15 @@ def results_path(results_dir, run_name):
     return os.path.join(results_dir, f"{run_name}.json")
 
 
+def read_record(path):
+    """The parsed results file at path, or None if there is none or it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def problem_with(record) -> str | None:
     """Why a parsed results file cannot be used, or None if it can."""
     if not isinstance(record, dict):

@@ -1,6 +1,7 @@
 """Small helpers the pipeline, the benchmark and the plots share: metrics, counts, memory, files."""
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -51,10 +52,11 @@ def peak_memory_mb() -> dict:
 
 
 def write_json_atomic(path, data, overwrite=True):
-    """Writes a whole file or nothing: a crash mid-write leaves no half file behind.
+    """Writes a whole file or nothing: a crash mid-write leaves no half file behind. NaN and infinity become null.
 
     With overwrite=False an existing file is never replaced (FileExistsError), even by a racing process.
     """
+    data = _finite(data)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
@@ -71,6 +73,22 @@ def write_json_atomic(path, data, overwrite=True):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such numbers (a diverged loss, say) are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def environment() -> dict:
@@ -104,3 +122,44 @@ def git_commit():
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def check_environment() -> bool:
+    """Prints versions and devices, and proves prefix tuning trains on BERT with the installed versions.
+
+    A tiny random BERT (no download) runs a forward and a backward pass through peft's prefix tuning:
+    that is what broke when transformers 5.24 renamed BERT's past_key_values.
+    """
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    for name, version in environment().items():
+        print(f"{name:>13}: {version}")
+    cuda = torch.cuda.is_available()
+    print(f"{'cuda':>13}: {torch.version.cuda if cuda else 'not available'}")
+    print(f"{'bf16':>13}: {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}")
+    try:
+        config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=32, num_labels=2)
+        model = get_peft_model(BertForSequenceClassification(config),
+                               PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4, prefix_projection=True))
+        ids = torch.randint(5, 50, (2, 7))
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1])).loss.backward()
+        grads = [p.grad for name, p in model.named_parameters() if "prompt_encoder" in name]
+        if not grads or any(g is None or not g.abs().sum() > 0 for g in grads):
+            raise RuntimeError("the prefix received no gradient")
+    except Exception as error:  # report any break, whatever its type, as the answer of the check
+        print(f"prefix tuning on BERT: BROKEN ({type(error).__name__}: {str(error).strip().splitlines()[0]})")
+        print("Install the versions in requirements.txt (transformers<=5.23 with peft 0.21).")
+        return False
+    print("prefix tuning on BERT: works (forward and backward through peft)")
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--check-env"]:
+        print("usage: python utils.py --check-env", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0 if check_environment() else 1)

@@ -70,3 +70,12 @@ def tiny_data(tmp_path_factory):
     write_tsv(folder / "train.tsv", toy_sentences(96, seed=1))
     write_tsv(folder / "dev.tsv", toy_sentences(40, seed=2))
     return str(folder)
+
+
+def tiny_argv(model, data, results, *extra):
+    """Flags for a quick run of the pipeline on the tiny model: a couple of epochs of a few steps."""
+    return [
+        "--model_name_or_path", model, "--data_dir", data, "--results_dir", str(results),
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3",
+        "--disable_tqdm", "True", *extra,
+    ]

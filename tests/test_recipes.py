@@ -1,0 +1,117 @@
+"""The two recipes: what each sets, that they learn the same thing, and that length buckets are harmless."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from config import FAST_ON_GPU, ExperimentArguments, parse_args, recipe_settings
+from conftest import tiny_argv, toy_sentences
+from utils import read_json
+from experiment import main
+from methods import apply_method
+
+
+def test_original_recipe_reproduces_the_original_mechanics():
+    experiment, training, _ = parse_args(["--recipe", "original", "--use_cpu"], method="full")
+    assert experiment.pad_to_max_length and experiment.max_seq_length == 128
+    assert (training.bf16, training.torch_compile, training.optim) == (False, False, "adamw_torch")
+    assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate, training.seed) == (10, 16, 1e-6, 42)
+
+
+def test_fast_recipe_on_a_gpu_compiles_and_buckets():
+    settings = recipe_settings("fast", on_gpu=True)
+    assert settings["bf16"] and settings["torch_compile"] and settings["optim"] == "adamw_torch_fused"
+    assert settings["pad_to_multiple_of"] == 16 and not settings["pad_to_max_length"]
+    assert not settings["logging_nan_inf_filter"]  # its isnan check is a host sync per step
+    assert settings["accelerator_config"] == {"non_blocking": True}
+    assert set(FAST_ON_GPU) <= set(settings)
+    # On a CPU, steps are compute-bound: dynamic padding, no compile, fp32.
+    cpu = recipe_settings("fast", on_gpu=False)
+    assert not cpu["pad_to_max_length"] and "torch_compile" not in cpu and "bf16" not in cpu
+
+
+def test_the_user_s_flags_win_over_the_recipe():
+    experiment, training, _ = parse_args(["--recipe", "original", "--use_cpu", "--optim", "adamw_torch_fused",
+                                          "--pad_to_max_length", "False", "--learning_rate", "3e-5"], method="full")
+    assert training.optim == "adamw_torch_fused" and not experiment.pad_to_max_length
+    assert training.learning_rate == 3e-5
+    # and the recipe is independent of the schedule: same epochs, batch and rate in both
+    _, fast, _ = parse_args(["--recipe", "fast", "--use_cpu"], method="full")
+    _, original, _ = parse_args(["--recipe", "original", "--use_cpu"], method="full")
+    for name in ("num_train_epochs", "per_device_train_batch_size", "learning_rate", "lr_scheduler_type", "seed", "warmup_steps"):
+        assert getattr(fast, name) == getattr(original, name)
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_both_recipes_learn_the_same_thing(method, tiny_model, tiny_data, tmp_path):
+    """Padding to 128 or to the longest in the batch changes the arithmetic's shape, not its result."""
+    for recipe in ("original", "fast"):
+        assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--recipe", recipe, "--run_name", recipe), method=method) == 0
+    original, fast = read_json(tmp_path / "original.json"), read_json(tmp_path / "fast.json")
+    assert original["config"]["pad_to_max_length"] and not fast["config"]["pad_to_max_length"]
+    assert original["config"]["recipe"] == "original" and fast["config"]["recipe_settings"] == recipe_settings("fast", False)
+    for a, b in zip(original["history"], fast["history"]):
+        assert a["eval_accuracy"] == b["eval_accuracy"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-3)  # padding shifts float rounding only
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-3)
+
+
+@pytest.fixture
+def tokenizer(tiny_model):
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_length_buckets_never_truncate(tokenizer):
+    sentences = [sentence for sentence, _ in toy_sentences(40, seed=3)] + ["good " * 40]
+    features = [tokenizer(s, truncation=True, max_length=60) for s in sentences]
+    batch = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=16)(features)
+    longest = max(len(feature["input_ids"]) for feature in features)
+    assert batch["input_ids"].shape[1] % 16 == 0 and longest <= batch["input_ids"].shape[1] < longest + 16
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        assert batch["attention_mask"][row].sum() == n
+        assert batch["input_ids"][row, :n].tolist() == feature["input_ids"]
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_outputs_do_not_depend_on_the_bucket(method, tiny_model, tokenizer):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4)).eval()
+    feature = tokenizer("the acting was really quite good")
+    logits = []
+    with torch.no_grad():
+        for multiple in (8, 16, 32, 48):
+            batch = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)([feature])
+            assert batch["input_ids"].shape[1] == multiple
+            logits.append(model(**batch).logits)
+    for other in logits[1:]:
+        torch.testing.assert_close(other, logits[0], atol=1e-5, rtol=1e-4)
+
+
+def test_the_compiled_path_runs_on_a_cpu(tiny_model, tiny_data, tmp_path):
+    """The GPU recipe's compile and buckets, exercised where CI can run them."""
+    flags = ["--torch_compile", "--pad_to_multiple_of", "16", "--max_steps", "4", "--run_name", "compiled",
+             "--optim", "adamw_torch_fused", "--per_device_eval_batch_size", "64"]
+    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method="prefix") == 0
+    record = read_json(tmp_path / "compiled.json")
+    assert record["config"]["training_arguments"]["torch_compile"] is True
+    assert record["efficiency"]["train_steps"] == 4
+
+
+def test_bench_quick_on_cpu_writes_its_json(tmp_path, capsys):
+    import bench
+
+    assert bench.main(["--quick", "--use_cpu", "--results_dir", str(tmp_path / "bench")]) == 0
+    (path,) = (tmp_path / "bench").glob("bench-*.json")
+    report = json.loads(path.read_text())
+    rows = {(row["method"], row["recipe"]): row for row in report["rows"]}
+    assert set(rows) == {("full", "original"), ("full", "fast"), ("prefix", "original"), ("prefix", "fast")}
+    for row in rows.values():
+        assert row["ms_per_step"] > 0 and row["samples_per_s"] > 0 and row["peak_memory_mb"] is None
+        assert row["projected_protocol_s"] > 0
+    assert rows[("full", "original")]["speedup"] == 1.0
+    assert rows[("full", "original")]["settings"]["pad_to_max_length"] is True
+    assert "ms/step" in capsys.readouterr().out
