@@ -33,6 +33,7 @@ from utils import (
     argmax_logits,
     count_parameters,
     environment,
+    gather_from_ranks,
     peak_memory_mb,
     read_json,
     reset_peak_memory,
@@ -376,6 +377,7 @@ def run(experiment, training, recipe) -> dict:
         finish("failed", error={"type": type(error).__name__, "message": str(error)[:2000], "hint": message})
         raise RunFailed(message) from error
     recorder.update(trainer.state.global_step)
+    memory_per_rank = gather_from_ranks(peak_memory_mb()["peak_memory_mb"])  # every rank must take part
 
     if stopper.received is not None:
         saved = last_complete_checkpoint(training.output_dir)
@@ -410,6 +412,8 @@ def run(experiment, training, recipe) -> dict:
                                      * training.world_size / train_time, 3) if train_time else None,
         "peak_memory_mb": max(memory) if memory else None,  # of training, per-epoch evaluation included
         "peak_memory_reserved_mb": max(reserved) if reserved else None,
+        "peak_memory_mb_per_rank": memory_per_rank,
+        "world_size": training.world_size,
     }
     record["efficiency"]["inference_samples_per_s"] = final.get("eval_samples_per_second")
     record["adapter_size_mb"] = adapter_size_mb(trainer.model)

@@ -51,6 +51,17 @@ def peak_memory_mb() -> dict:
     }
 
 
+def gather_from_ranks(value) -> list:
+    """[value of rank 0, value of rank 1, ...] under torchrun or accelerate launch; [value] otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, value)
+        return gathered
+    return [value]
+
+
 def write_json_atomic(path, data, overwrite=True):
     """Writes a whole file or nothing: a crash mid-write leaves no half file behind. NaN and infinity become null.
 

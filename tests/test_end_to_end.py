@@ -87,7 +87,7 @@ def test_plots_and_summary_from_the_results(two_runs, capsys):
     assert plot_results.main(["--results_dir", str(results)]) == 0
     out = capsys.readouterr().out
     assert "corrupt.json" in out and "earlier.json" in out  # skipped, and named
-    for name in ("accuracy_loss_params.png", "memory_time.png", "accuracy_per_epoch.png"):
+    for name in ("accuracy_loss_params.png", "memory_time.png", "accuracy_per_epoch.png", "accuracy_vs_parameters.png"):
         png = results / "figures" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     summary = (results / "summary.md").read_text()

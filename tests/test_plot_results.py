@@ -2,13 +2,16 @@
 
 import copy
 
-from plot_results import group_by_method, main, summarise, write_summary
-from utils import write_json_atomic
+from plot_results import group_by_method, main, mcnemar_against_full, summarise, write_summary
+from utils import read_json, write_json_atomic
 
 
-def record(method, accuracy, seconds, run_name):
+def record(method, accuracy, seconds, run_name, seed=42, predictions=None):
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
     return {
         "schema_version": 1, "status": "completed", "method": method, "run_name": run_name,
+        "config": {"training_arguments": {"seed": seed}},
+        "predictions": predictions if predictions is not None else labels, "labels": labels,
         "params": {"trainable": 1_000_000, "total": 2_000_000, "trainable_percent": 50.0},
         "metrics": {"eval_accuracy": accuracy, "eval_correct": 1, "eval_total": 2, "eval_loss": 0.5,
                     "train_loss": 0.4, "best_eval_accuracy": accuracy, "best_epoch": 1.0},
@@ -21,12 +24,28 @@ def record(method, accuracy, seconds, run_name):
 def test_several_runs_show_as_mean_and_std(tmp_path):
     runs = [record("full", 0.80, 100, "a"), record("full", 0.90, 300, "b"), record("prefix", 0.70, 50, "c")]
     table = summarise(group_by_method(runs))
-    mean, std, count = table["full"]["accuracy"]
-    assert (round(mean, 6), round(std, 4), count) == (85.0, 7.0711, 2)
-    assert table["prefix"]["time"] == (50, 0.0, 1)
-    write_summary(table, tmp_path / "summary.md")
+    cell = table["full"]["accuracy"]
+    assert (round(cell["mean"], 6), round(cell["std"], 4), cell["runs"]) == (85.0, 7.0711, 2)
+    assert round(cell["ci95"], 3) == round(12.706 * 7.0711 / 2**0.5, 3)
+    assert table["prefix"]["time"] == {"mean": 50, "std": None, "ci95": None, "runs": 1}
+    write_summary(table, {}, tmp_path)
     text = (tmp_path / "summary.md").read_text()
-    assert "85.00 % ± 7.07" in text and "full (2 runs)" in text and "200 s ± 141" in text
+    assert "85.00 % ± 7.07 (95 % CI ± 63.53)" in text and "full (2 runs)" in text and "200 s ± 141" in text
+    assert read_json(tmp_path / "summary.json")["methods"]["full"]["accuracy"]["runs"] == 2
+
+
+def test_mcnemar_pairs_runs_by_seed(tmp_path):
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    wrong_six = [1 - y for y in labels[:6]] + labels[6:]
+    runs = [record("full", 1.0, 10, "f1", seed=1), record("full", 1.0, 10, "f2", seed=2),
+            record("lora", 0.25, 10, "l1", seed=1, predictions=wrong_six),
+            record("lora", 1.0, 10, "l2", seed=2), record("lora", 1.0, 10, "l3", seed=3)]
+    tests = mcnemar_against_full(group_by_method(runs))
+    assert [(t["seed"], t["only_full_right"], t["only_method_right"]) for t in tests["lora"]] == [(1, 6, 0), (2, 0, 0)]
+    assert tests["lora"][0]["p_value"] == 2 / 64 and tests["lora"][0]["verdict"] == "full better"
+    assert tests["lora"][1]["verdict"] == "no significant difference"  # and seed 3 has no partner
+    write_summary(summarise(group_by_method(runs)), tests, tmp_path)
+    assert "| lora | 1 | 6 | 0 | 0.0312 | full better |" in (tmp_path / "summary.md").read_text()
 
 
 def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):

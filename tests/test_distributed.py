@@ -1,0 +1,32 @@
+"""Data parallel through the Trainer's own support: two CPU processes (gloo) on the tiny model."""
+
+import os
+import socket
+import subprocess
+import sys
+
+from conftest import ROOT, tiny_argv
+from utils import read_json
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_with_two_processes_writes_one_result(tiny_model, tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "train_prefix.py",
+               *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in tmp_path.glob("*.json")] == ["ddp.json"]  # rank 1 wrote nothing of its own
+    record = read_json(tmp_path / "ddp.json")
+    assert record["status"] == "completed"
+    assert record["efficiency"]["world_size"] == 2
+    assert record["efficiency"]["train_steps"] == 2 * 3  # 96 sentences over 2 ranks of 16: 3 steps an epoch
+    assert record["efficiency"]["peak_memory_mb_per_rank"] == [None, None]  # one entry per rank; CPU has none
+    assert record["metrics"]["eval_total"] == 40 and len(record["predictions"]) == 40
+    assert done.stdout.count("ddp: accuracy") == 1  # one summary line, from rank 0

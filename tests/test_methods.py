@@ -1,0 +1,81 @@
+"""Every registered method: its trainable-parameter count on BERT-base, and that training moves exactly its parameters."""
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from config import ExperimentArguments
+from conftest import toy_sentences
+from methods import METHODS, apply_method
+from utils import count_parameters
+
+C = BertConfig(num_labels=2)
+H, L, FF, TOKENS = C.hidden_size, C.num_hidden_layers, C.intermediate_size, 20
+HEAD = H * 2 + 2  # the classifier; peft trains a copy of it
+
+
+def linear(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+# Counts derived from each method's definition, independently of methods.py.
+EXPECTED = {
+    "full": (C.vocab_size + C.max_position_embeddings + C.type_vocab_size) * H + 2 * H
+    + L * (4 * linear(H, H) + 2 * H + linear(H, FF) + linear(FF, H) + 2 * H) + linear(H, H) + HEAD,
+    "prefix": TOKENS * H + linear(H, H) + linear(H, 2 * L * H) + HEAD,  # embedding, then a two-layer MLP
+    "prefix-v2": TOKENS * 2 * L * H + HEAD,  # keys and values of every layer, directly
+    "prompt": TOKENS * H + HEAD,  # input embeddings only
+    "ptuning": TOKENS * H + 3 * linear(H, H) + HEAD,  # embedding through peft's three-layer MLP encoder
+    "lora": L * 2 * (H * 8 + 8 * H) + HEAD,  # r=8 on query and value: A (H x r) and B (r x H)
+    "ia3": L * (H + H + H + FF) + HEAD,  # key, value, attention output (input side) and FFN output (input side)
+    "bitfit": H + L * (4 * H + H + FF + H + H) + H + HEAD,  # every bias, and the head
+}
+
+
+def test_every_method_is_counted():
+    assert set(EXPECTED) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(EXPECTED))
+def test_trainable_parameters_on_bert_base(method):
+    torch.manual_seed(0)
+    model = apply_method(BertForSequenceClassification(C), method, ExperimentArguments(method=method))
+    assert count_parameters(model)["trainable"] == EXPECTED[method]
+
+
+def test_the_original_two_counts():
+    assert (EXPECTED["full"], EXPECTED["prefix"]) == (109_483_778, 14_781_698)
+
+
+def intended(method, name):
+    """Which parameters each method is meant to train, by name."""
+    return {
+        "full": True,
+        "bitfit": name.endswith(".bias") or name.startswith("classifier."),
+        "lora": "lora_" in name,
+        "ia3": "ia3_l" in name,
+    }.get(method, "prompt_encoder" in name) or "modules_to_save" in name
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_training_moves_exactly_the_method_s_parameters(method, tiny_model):
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {name for name in before if intended(method, name)}
+
+    rows = toy_sentences(32, seed=4)
+    batch = tokenizer([s for s, _ in rows], padding=True, return_tensors="pt")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):  # LoRA's A moves only once B is no longer zero
+        model(**batch, labels=torch.tensor([y for _, y in rows])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for name, p in model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(p, before[name]), f"{name} did not train"
+        else:
+            assert torch.equal(p, before[name]), f"frozen {name} changed"
