@@ -1,0 +1,48 @@
+"""sweep.py chooses a rate on held-out training sentences; compare.py runs a grid and summarises it."""
+
+import os
+
+import sweep
+import compare
+from utils import read_json
+
+
+def shared_flags(model, data):
+    return ["--model_name_or_path", model, "--data_dir", data, "--num_train_epochs", "1",
+            "--disable_tqdm", "True", "--save_strategy", "no"]
+
+
+def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tmp_path):
+    assert sweep.main(["--method", "full", "--grid", "1e-4,3e-3", "--results_dir", str(tmp_path),
+                       *shared_flags(tiny_model, tiny_data)]) == 0
+    folder = tmp_path / "sweeps" / "full"
+    (summary_path,) = folder.glob("sweep-*.json")
+    summary = read_json(summary_path)
+    assert [t["learning_rate"] for t in summary["trials"]] == [1e-4, 3e-3]
+    best = max(summary["trials"], key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
+    assert summary["chosen_learning_rate"] == best["learning_rate"]
+    for trial in summary["trials"]:
+        record = read_json(folder / f"{trial['run_name']}.json")
+        assert record["data"]["eval_split"] == "holdout"
+        assert record["data"]["eval_sentences"] == 5 and record["data"]["train_sentences"] == 91  # 5 % of 96
+        assert record["metrics"]["eval_total"] == 5  # not the 40 dev sentences
+        assert sorted(record["labels"]).count(1) in (2, 3)  # stratified: the toy set is about half positive
+    assert not list(tmp_path.glob("*.json"))  # trials stay out of the main results folder
+
+
+def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
+    assert sweep.main(["--method", "full", "--grid", "1e-3", "--learning_rate", "1e-3",
+                       *shared_flags(tiny_model, tiny_data)]) == 2
+    assert "sweep.py sets --learning_rate itself" in capsys.readouterr().err
+
+
+def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data, tmp_path):
+    assert compare.main(["--methods", "full,lora", "--seeds", "1,2", "--jobs", "2", "--results_dir", str(tmp_path),
+                         *shared_flags(tiny_model, tiny_data), "--learning_rate", "1e-3"]) == 0
+    runs = sorted(p.name for p in tmp_path.glob("*.json") if not p.name.startswith("summary"))
+    assert len(runs) == 4 and len(set(runs)) == 4
+    assert {read_json(tmp_path / name)["method"] for name in runs} == {"full", "lora"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| lora | 1 |" in summary and "| lora | 2 |" in summary  # McNemar per seed against full
+    assert "full (2 runs)" in summary and "lora (2 runs)" in summary
+    assert os.path.isfile(tmp_path / "figures" / "accuracy_vs_parameters.png")
