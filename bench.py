@@ -44,12 +44,70 @@ from utils import environment, peak_memory_mb, reset_peak_memory, write_json_ato
 # Word pieces per sentence (with [CLS] and [SEP], bert-base-uncased vocabulary) over all 67,349
 # sentences of GLUE SST-2's train.tsv: mean 13.3, median 10, longest 66.
 SST2_TRAIN_LENGTHS = {
-    3: 1978, 4: 5322, 5: 6065, 6: 5345, 7: 4749, 8: 4155, 9: 3713, 10: 3267, 11: 2947, 12: 2650, 13: 2413,
-    14: 2138, 15: 1950, 16: 1777, 17: 1661, 18: 1515, 19: 1373, 20: 1285, 21: 1132, 22: 1106, 23: 1046,
-    24: 909, 25: 820, 26: 806, 27: 733, 28: 692, 29: 628, 30: 538, 31: 491, 32: 442, 33: 448, 34: 400,
-    35: 337, 36: 304, 37: 286, 38: 242, 39: 195, 40: 203, 41: 192, 42: 155, 43: 148, 44: 130, 45: 89,
-    46: 82, 47: 85, 48: 73, 49: 55, 50: 42, 51: 50, 52: 40, 53: 36, 54: 19, 55: 21, 56: 22, 57: 15,
-    58: 8, 59: 6, 60: 3, 61: 2, 62: 5, 63: 5, 64: 1, 65: 2, 66: 2,
+    3: 1978,
+    4: 5322,
+    5: 6065,
+    6: 5345,
+    7: 4749,
+    8: 4155,
+    9: 3713,
+    10: 3267,
+    11: 2947,
+    12: 2650,
+    13: 2413,
+    14: 2138,
+    15: 1950,
+    16: 1777,
+    17: 1661,
+    18: 1515,
+    19: 1373,
+    20: 1285,
+    21: 1132,
+    22: 1106,
+    23: 1046,
+    24: 909,
+    25: 820,
+    26: 806,
+    27: 733,
+    28: 692,
+    29: 628,
+    30: 538,
+    31: 491,
+    32: 442,
+    33: 448,
+    34: 400,
+    35: 337,
+    36: 304,
+    37: 286,
+    38: 242,
+    39: 195,
+    40: 203,
+    41: 192,
+    42: 155,
+    43: 148,
+    44: 130,
+    45: 89,
+    46: 82,
+    47: 85,
+    48: 73,
+    49: 55,
+    50: 42,
+    51: 50,
+    52: 40,
+    53: 36,
+    54: 19,
+    55: 21,
+    56: 22,
+    57: 15,
+    58: 8,
+    59: 6,
+    60: 3,
+    61: 2,
+    62: 5,
+    63: 5,
+    64: 1,
+    65: 2,
+    66: 2,
 }
 SST2_TRAIN_SENTENCES = 67_349
 
@@ -57,22 +115,32 @@ SST2_TRAIN_SENTENCES = 67_349
 @dataclass
 class BenchArguments:
     methods: str = field(default="full,prefix", metadata={"help": "Comma-separated methods to measure."})
-    recipes: str = field(default="original,fast", metadata={"help": "Comma-separated recipes; the first is the baseline."})
+    recipes: str = field(
+        default="original,fast", metadata={"help": "Comma-separated recipes; the first is the baseline."}
+    )
     fast_compile_modes: Optional[str] = field(
         default=None,
         metadata={"help": "GPU only: also measure the fast recipe under these torch.compile modes (e.g. 'default')."},
     )
     model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "A local model folder; default: BertConfig() (bert-base-uncased's architecture), random init."}
+        default=None,
+        metadata={
+            "help": "A local model folder; default: BertConfig() (bert-base-uncased's architecture), random init."
+        },
     )
     data_dir: Optional[str] = field(
-        default=None, metadata={"help": "SST-2 folder whose train sentences set the lengths (needs a tokenizer in --model_name_or_path)."}
+        default=None,
+        metadata={
+            "help": "SST-2 folder whose train sentences set the lengths (needs a tokenizer in --model_name_or_path)."
+        },
     )
     warmup_steps: int = field(default=50, metadata={"help": "Steps before timing starts (compilation happens here)."})
     measure_steps: int = field(default=300, metadata={"help": "Timed steps."})
     batch_size: int = field(default=16, metadata={"help": "Per-device batch size, as in the original."})
     epochs: int = field(default=10, metadata={"help": "Epochs of the protocol whose wall time is projected."})
-    quick: bool = field(default=False, metadata={"help": "A small BERT and few steps: checks the script in a minute or two."})
+    quick: bool = field(
+        default=False, metadata={"help": "A small BERT and few steps: checks the script in a minute or two."}
+    )
     use_cpu: bool = field(default=False, metadata={"help": "Run on the CPU even if a GPU is present."})
     results_dir: str = field(default=os.path.join("results", "bench"), metadata={"help": "Where the JSON goes."})
     seed: int = field(default=0, metadata={"help": "Seed for lengths, tokens and weights."})
@@ -120,7 +188,9 @@ def model_factory(bench):
         return lambda: AutoModelForSequenceClassification.from_pretrained(bench.model_name_or_path, num_labels=2)
     config = BertConfig(num_labels=2)
     if bench.quick:
-        config = BertConfig(num_labels=2, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)
+        config = BertConfig(
+            num_labels=2, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256
+        )
     return lambda: BertForSequenceClassification(config)
 
 
@@ -135,24 +205,56 @@ def placeholder_tokenizer(vocab_size, folder):
 
 def synthetic_sentences(count, tokenizer, rng):
     lengths = rng.choices(list(SST2_TRAIN_LENGTHS), weights=list(SST2_TRAIN_LENGTHS.values()), k=count)
-    ids = [[tokenizer.cls_token_id] + [rng.randrange(5, tokenizer.vocab_size) for _ in range(n - 2)] + [tokenizer.sep_token_id]
-           for n in lengths]
-    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "label": [rng.randint(0, 1) for _ in ids]})
+    ids = [
+        [tokenizer.cls_token_id]
+        + [rng.randrange(5, tokenizer.vocab_size) for _ in range(n - 2)]
+        + [tokenizer.sep_token_id]
+        for n in lengths
+    ]
+    return Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "label": [rng.randint(0, 1) for _ in ids]}
+    )
 
 
 def pad_to_max_length(dataset, tokenizer, max_length):
     def pad(row):
-        ids = row["input_ids"][:max_length - 1] + [tokenizer.sep_token_id] if len(row["input_ids"]) > max_length else row["input_ids"]
+        ids = (
+            row["input_ids"][: max_length - 1] + [tokenizer.sep_token_id]
+            if len(row["input_ids"]) > max_length
+            else row["input_ids"]
+        )
         padding = max_length - len(ids)
         return {"input_ids": ids + [tokenizer.pad_token_id] * padding, "attention_mask": [1] * len(ids) + [0] * padding}
+
     return dataset.map(pad)
 
 
 def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentences, scratch):
     steps = bench.warmup_steps + bench.measure_steps
-    argv = ["--method", method, "--recipe", recipe, "--max_steps", str(steps), "--per_device_train_batch_size", str(bench.batch_size),
-            "--eval_strategy", "no", "--logging_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "True",
-            "--seed", str(bench.seed), "--results_dir", scratch, "--output_dir", scratch]
+    argv = [
+        "--method",
+        method,
+        "--recipe",
+        recipe,
+        "--max_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        str(bench.batch_size),
+        "--eval_strategy",
+        "no",
+        "--logging_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "True",
+        "--seed",
+        str(bench.seed),
+        "--results_dir",
+        scratch,
+        "--output_dir",
+        scratch,
+    ]
     if bench.use_cpu:
         argv.append("--use_cpu")
     if compile_mode:
@@ -166,8 +268,13 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
     if experiment.pad_to_max_length:
         data = pad_to_max_length(data, tokenizer, max_length)
     timer = StepTimer(bench.warmup_steps)
-    trainer = Trainer(model=model, args=training, train_dataset=data, callbacks=[timer],
-                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of))
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=data,
+        callbacks=[timer],
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
+    )
     reset_peak_memory()
     trainer.train()
     memory = peak_memory_mb()
@@ -182,7 +289,9 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
         "compile_overhead_s": round(max(0.0, warmup_s - bench.warmup_steps * ms_per_step / 1000), 2),
         "samples_per_s": round(1000 * bench.batch_size / ms_per_step, 1),
         **memory,
-        "projected_protocol_s": round(warmup_s + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000, 1),
+        "projected_protocol_s": round(
+            warmup_s + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000, 1
+        ),
         "settings": {**settings, "max_length": max_length},
     }
     del trainer, model
@@ -194,7 +303,10 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
 
 
 def print_table(rows):
-    header = f"{'method':<8} {'recipe':<26} {'ms/step':>8} {'warm-up s':>9} {'samples/s':>9} {'peak MB':>8} {'reserved MB':>11} {'10 epochs':>10} {'speed-up':>8}"
+    header = (
+        f"{'method':<8} {'recipe':<26} {'ms/step':>8} {'warm-up s':>9} {'samples/s':>9} {'peak MB':>8} "
+        f"{'reserved MB':>11} {'10 epochs':>10} {'speed-up':>8}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -204,8 +316,11 @@ def print_table(rows):
         memory = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
         reserved = "n/a" if row["peak_memory_reserved_mb"] is None else f"{row['peak_memory_reserved_mb']:.0f}"
         projected = f"{row['projected_protocol_s'] / 60:.1f} min"
-        print(f"{row['method']:<8} {row['recipe']:<26} {row['ms_per_step']:>8.2f} {row['warmup_s']:>9.1f} {row['samples_per_s']:>9.0f} "
-              f"{memory:>8} {reserved:>11} {projected:>10} {row['speedup']:>7.2f}x")
+        print(
+            f"{row['method']:<8} {row['recipe']:<26} {row['ms_per_step']:>8.2f} {row['warmup_s']:>9.1f} "
+            f"{row['samples_per_s']:>9.0f} "
+            f"{memory:>8} {reserved:>11} {projected:>10} {row['speedup']:>7.2f}x"
+        )
 
 
 def main(argv=None) -> int:
@@ -225,9 +340,14 @@ def main(argv=None) -> int:
             tokenizer = placeholder_tokenizer(make_model().config.vocab_size, scratch)
         if bench.data_dir:
             train = load_sst2(bench.data_dir)["train"].shuffle(seed=bench.seed)
-            sentences, _ = tokenize(train.select(range(min(len(train), steps * bench.batch_size))), tokenizer, 512, False)
+            sentences, _ = tokenize(
+                train.select(range(min(len(train), steps * bench.batch_size))), tokenizer, 512, False
+            )
             if len(sentences) < steps * bench.batch_size:
-                print(f"error: {bench.data_dir} has fewer than {steps * bench.batch_size} train sentences.", file=sys.stderr)
+                print(
+                    f"error: {bench.data_dir} has fewer than {steps * bench.batch_size} train sentences.",
+                    file=sys.stderr,
+                )
                 return 2
         else:
             sentences = synthetic_sentences(steps * bench.batch_size, tokenizer, rng)
@@ -246,16 +366,30 @@ def main(argv=None) -> int:
                     row = measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentences, scratch)
                 except Exception as error:  # one broken configuration must not hide the others' numbers
                     print(f"{label} failed: {type(error).__name__}: {str(error).strip()[:500]}", flush=True)
-                    rows.append({"method": method, "recipe": recipe, "compile_mode": compile_mode,
-                                 "error": f"{type(error).__name__}: {str(error).strip()[:2000]}"})
+                    rows.append(
+                        {
+                            "method": method,
+                            "recipe": recipe,
+                            "compile_mode": compile_mode,
+                            "error": f"{type(error).__name__}: {str(error).strip()[:2000]}",
+                        }
+                    )
                     continue
                 baseline = baseline or row["ms_per_step"]
                 row["speedup"] = round(baseline / row["ms_per_step"], 3)
                 rows.append(row)
                 print(f"{label}: {row['ms_per_step']:.2f} ms/step, peak {row['peak_memory_mb']} MB", flush=True)
                 # Rewritten after every row, so a run cut short still leaves its measurements.
-                write_json_atomic(path, {"schema_version": 1, "kind": "bench", "arguments": asdict(bench),
-                                         "rows": rows, "environment": environment()})
+                write_json_atomic(
+                    path,
+                    {
+                        "schema_version": 1,
+                        "kind": "bench",
+                        "arguments": asdict(bench),
+                        "rows": rows,
+                        "environment": environment(),
+                    },
+                )
 
     print_table(rows)
     print(f"-> {path}")

@@ -27,7 +27,9 @@ def parse(argv):
     parser.add_argument("--methods", default="full,prefix", help=f"comma-separated, from: {', '.join(METHODS)}")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds; each method runs once per seed")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once: one per GPU, or CPU processes")
-    parser.add_argument("--results_dir", default=None, help="default: results/compare-<UTC time>, so the summary covers this grid")
+    parser.add_argument(
+        "--results_dir", default=None, help="default: results/compare-<UTC time>, so the summary covers this grid"
+    )
     args, train_flags = parser.parse_known_args(argv)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
@@ -67,15 +69,34 @@ def main(argv=None) -> int:
         index, (method, seed) = index_and_run
         run_name = f"{grid}-{method}-seed{seed}"
         env = {**os.environ, **slots[index % len(slots)]}
-        command = [sys.executable, os.path.join(HERE, "train_peft.py"), "--method", method, "--seed", str(seed),
-                   "--run_name", run_name, "--results_dir", results_dir, "--disable_tqdm", "True", *train_flags]
+        command = [
+            sys.executable,
+            os.path.join(HERE, "train_peft.py"),
+            "--method",
+            method,
+            "--seed",
+            str(seed),
+            "--run_name",
+            run_name,
+            "--results_dir",
+            results_dir,
+            "--disable_tqdm",
+            "True",
+            *train_flags,
+        ]
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         last = (done.stdout.strip().splitlines() or [""])[-1] if done.returncode == 0 else done.stderr.strip()[-500:]
-        print(f"[{method} seed {seed}] exit {done.returncode} after {time.perf_counter() - started:.0f} s: {last}", flush=True)
+        print(
+            f"[{method} seed {seed}] exit {done.returncode} after {time.perf_counter() - started:.0f} s: {last}",
+            flush=True,
+        )
         return done.returncode
 
-    print(f"{len(runs)} runs ({', '.join(methods)} x seeds {', '.join(map(str, seeds))}), {args.jobs} at a time -> {results_dir}")
+    print(
+        f"{len(runs)} runs ({', '.join(methods)} x seeds {', '.join(map(str, seeds))}), "
+        f"{args.jobs} at a time -> {results_dir}"
+    )
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         codes = list(pool.map(launch, enumerate(runs)))
     if all(code == 2 for code in codes):

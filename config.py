@@ -129,15 +129,15 @@ class ExperimentArguments:
     pad_to_multiple_of: Optional[int] = field(
         default=None, metadata={"help": "Pad each batch up to a multiple of this many tokens (set by the recipe)."}
     )
-    num_virtual_tokens: int = field(
-        default=20, metadata={"help": "Prompt-learning methods: number of virtual tokens."}
-    )
+    num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt-learning methods: number of virtual tokens."})
     prefix_projection: bool = field(
         default=True, metadata={"help": "Prefix tuning: reparameterise the prefix through a two-layer MLP."}
     )
     prefix_hidden_size: Optional[int] = field(
         default=None,
-        metadata={"help": "Prefix tuning: hidden size of the projection MLP (default: the model's, 768 for BERT-base)."},
+        metadata={
+            "help": "Prefix tuning: hidden size of the projection MLP (default: the model's, 768 for BERT-base)."
+        },
     )
 
     holdout_fraction: Optional[float] = field(
@@ -148,7 +148,9 @@ class ExperimentArguments:
         },
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA: rank of the update."})
-    lora_alpha: float = field(default=16, metadata={"help": "LoRA: scaling numerator (the update is scaled by alpha / r)."})
+    lora_alpha: float = field(
+        default=16, metadata={"help": "LoRA: scaling numerator (the update is scaled by alpha / r)."}
+    )
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA: dropout on the update's input."})
     lora_target_modules: str = field(
         default="query,value", metadata={"help": "LoRA: comma-separated names of the modules to adapt."}
@@ -163,7 +165,9 @@ class ExperimentArguments:
     )
     resume: bool = field(
         default=False,
-        metadata={"help": "Continue run --run_name from its last checkpoint (running the same --run_name again does too)."},
+        metadata={
+            "help": "Continue run --run_name from its last checkpoint (running the same --run_name again does too)."
+        },
     )
 
     def __post_init__(self):

@@ -14,20 +14,23 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 
-import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainerCallback,
-    set_seed,
-)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, set_seed
 
 from config import ConfigError, parse_args
 from data_loader import DataError, load_sst2, split_holdout, tokenize
 from methods import METHODS, apply_method
-from results import SCHEMA_VERSION, read_record, results_path
+from resilience import (
+    RUN_STATE,
+    ResilientTrainer,
+    RunFailed,
+    RunInterrupted,
+    RunStateRecorder,
+    StopOnSignal,
+    hint_for,
+    last_complete_checkpoint,
+    plan_resume,
+)
+from results import SCHEMA_VERSION, results_path
 from utils import (
     accuracy_metrics,
     argmax_logits,
@@ -35,37 +38,15 @@ from utils import (
     environment,
     gather_from_ranks,
     peak_memory_mb,
-    read_json,
     reset_peak_memory,
     write_json_atomic,
 )
 
 LABELS = {0: "negative", 1: "positive"}
-RUN_STATE = "run_state.json"  # beside the checkpoints: the settings and the time each part of the run spent
-# Settings a resumed run must share with the run it continues.
-RESUME_MUST_MATCH = ("method", "model_name_or_path", "data_dir", "max_train_samples", "max_seq_length",
-                     "num_virtual_tokens", "prefix_projection", "learning_rate", "num_train_epochs",
-                     "max_steps", "per_device_train_batch_size", "seed")
 
 
 class ModelError(RuntimeError):
     """A model that cannot be loaded. The message says how to get one."""
-
-
-class RunFailed(RuntimeError):
-    """Training stopped on an error; the results file says so, and the message says what to change."""
-
-
-class RunInterrupted(RuntimeError):
-    """Ctrl-C or SIGTERM: a checkpoint was saved and the results file says how to resume."""
-
-    def __init__(self, message, signal_number):
-        super().__init__(message)
-        self.exit_code = 128 + signal_number
-
-
-class NonFiniteLoss(ArithmeticError):
-    pass
 
 
 def load_model_and_tokenizer(name_or_path):
@@ -127,116 +108,6 @@ def mean_train_loss(log_history):
     return weighted / steps if steps else None
 
 
-class ExperimentTrainer(Trainer):
-    """The Trainer, plus two things a run needs to survive.
-
-    - It stops on a non-finite loss within CHECK_EVERY steps, without a host sync every step.
-    - Its checkpoints of peft models hold every trainable tensor. peft saves a prompt-learning adapter
-      as its output embeddings only, so prefix tuning's projection MLP, which trains, would be lost
-      and the run could not resume.
-    """
-
-    CHECK_EVERY = 8
-    TRAINABLE_STATE = "trainable_state.safetensors"
-
-    def _trained_model(self, model=None):
-        model = model if model is not None else self.model
-        return getattr(model, "_orig_mod", model)  # unwrap torch.compile
-
-    def _save(self, output_dir=None, state_dict=None):
-        super()._save(output_dir, state_dict)
-        from peft import PeftModel
-        from safetensors.torch import save_file
-
-        model = self._trained_model()
-        if isinstance(model, PeftModel):
-            trained = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-            save_file(trained, os.path.join(output_dir or self.args.output_dir, self.TRAINABLE_STATE))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        from safetensors.torch import load_file
-
-        path = os.path.join(resume_from_checkpoint, self.TRAINABLE_STATE)
-        if not os.path.isfile(path):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        saved = load_file(path)
-        parameters = dict(self._trained_model(model).named_parameters())
-        wanted = {name for name, p in parameters.items() if p.requires_grad}
-        if set(saved) != wanted:
-            raise ValueError(f"{path} does not match this model's trainable parameters.")
-        with torch.no_grad():
-            for name, tensor in saved.items():
-                parameters[name].copy_(tensor)
-
-    def training_step(self, model, inputs, *args, **kwargs):
-        loss = super().training_step(model, inputs, *args, **kwargs)
-        nonfinite = ~torch.isfinite(loss.detach())
-        self._nonfinite = nonfinite if getattr(self, "_nonfinite", None) is None else self._nonfinite | nonfinite
-        self._unchecked = getattr(self, "_unchecked", 0) + 1
-        if self._unchecked >= self.CHECK_EVERY:
-            if bool(self._nonfinite):
-                raise NonFiniteLoss(f"the training loss became NaN or infinite by step {self.state.global_step + 1}")
-            self._nonfinite, self._unchecked = None, 0
-        return loss
-
-
-class StopOnSignal(TrainerCallback):
-    """Turns Ctrl-C and SIGTERM into: save a checkpoint after this step, then stop. A second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.received = None
-        self._previous = {}
-
-    def _handle(self, number, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = number
-        print(f"\n{signal.Signals(number).name}: saving a checkpoint after this step, then stopping "
-              "(press Ctrl-C again to stop at once).", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
-            control.should_save = True
-            control.should_training_stop = True
-
-
-class RunStateRecorder(TrainerCallback):
-    """At each checkpoint, records how far this part of the run got and what it spent, even if it is killed later."""
-
-    def __init__(self, path, state, segment):
-        self.path, self.state, self.segment = path, state, segment
-        self.started = time.perf_counter()
-
-    def update(self, step):
-        self.segment.update(end_step=step, train_time_s=round(time.perf_counter() - self.started, 3), **peak_memory_mb())
-
-    def on_save(self, args, state, control, **kwargs):
-        self.update(state.global_step)
-        if args.should_save:
-            write_json_atomic(self.path, self.state)
-
-
-def last_complete_checkpoint(folder):
-    """The newest checkpoint whose trainer state was written (the Trainer writes it last), or None."""
-    if not os.path.isdir(folder):
-        return None
-    candidates = []
-    for name in os.listdir(folder):
-        if name.startswith("checkpoint-") and name[11:].isdigit():
-            if os.path.isfile(os.path.join(folder, name, "trainer_state.json")):
-                candidates.append((int(name[11:]), os.path.join(folder, name)))
-    return max(candidates)[1] if candidates else None
-
-
 def _check_writable(results_dir):
     try:
         os.makedirs(results_dir, exist_ok=True)
@@ -244,44 +115,6 @@ def _check_writable(results_dir):
             pass
     except OSError as error:
         raise ConfigError(f"--results_dir {results_dir} cannot be written ({error.strerror}).") from None
-
-
-def resume_settings(experiment, training):
-    settings = {**asdict(experiment), **training.to_dict()}
-    return {key: settings.get(key) for key in RESUME_MUST_MATCH}
-
-
-def plan_resume(experiment, training, path):
-    """Returns (checkpoint or None, run state) for this run_name; refuses to touch a completed run."""
-    previous = read_record(path)
-    if previous is not None and previous.get("status") == "completed":
-        raise ConfigError(f"{path} already holds a completed run; choose another --run_name.")
-    checkpoint = last_complete_checkpoint(training.output_dir)
-    state_path = os.path.join(training.output_dir, RUN_STATE)
-    state = read_json(state_path) if checkpoint and os.path.isfile(state_path) else None
-    if experiment.resume and checkpoint is None:
-        raise ConfigError(f"--resume: no checkpoint of run '{training.run_name}' in {training.output_dir}.")
-    if checkpoint is None:
-        return None, {"settings": resume_settings(experiment, training), "segments": []}
-    wanted = resume_settings(experiment, training)
-    if state is not None:
-        changed = [key for key in RESUME_MUST_MATCH if state["settings"].get(key) != wanted[key]]
-        if changed:
-            raise ConfigError(
-                f"run '{training.run_name}' has a checkpoint made with other settings ({', '.join(changed)}); "
-                "resume it with its own settings, or choose another --run_name."
-            )
-    return checkpoint, state or {"settings": wanted, "segments": []}
-
-
-def hint_for(error) -> str:
-    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
-        return "the GPU ran out of memory: lower --per_device_train_batch_size or --max_seq_length, or use --recipe fast."
-    if isinstance(error, NonFiniteLoss):
-        return f"{error}: lower --learning_rate."
-    if isinstance(error, OSError):
-        return f"could not write ({error}): free disk space or choose another --results_dir."
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}"
 
 
 def run(experiment, training, recipe) -> dict:
@@ -316,7 +149,7 @@ def run(experiment, training, recipe) -> dict:
     run_state["segments"].append(segment)
     recorder = RunStateRecorder(os.path.join(training.output_dir, RUN_STATE), run_state, segment)
     stopper = StopOnSignal()
-    trainer = ExperimentTrainer(
+    trainer = ResilientTrainer(
         model=model,
         args=training,
         train_dataset=train_set,
@@ -358,8 +191,14 @@ def run(experiment, training, recipe) -> dict:
     def finish(status, **extra):
         """Writes the record with what is known now; only rank 0 writes."""
         segment["outcome"] = status
-        record.update(status=status, history=epoch_history(trainer.state.log_history), resumed=len(run_state["segments"]) > 1,
-                      segments=run_state["segments"], step=trainer.state.global_step, **extra)
+        record.update(
+            status=status,
+            history=epoch_history(trainer.state.log_history),
+            resumed=len(run_state["segments"]) > 1,
+            segments=run_state["segments"],
+            step=trainer.state.global_step,
+            **extra,
+        )
         if trainer.is_world_process_zero():
             write_json_atomic(path, record)
             write_json_atomic(recorder.path, run_state)
@@ -372,7 +211,9 @@ def run(experiment, training, recipe) -> dict:
         recorder.update(trainer.state.global_step)
         if isinstance(error, KeyboardInterrupt):
             finish("interrupted", checkpoint=last_complete_checkpoint(training.output_dir))
-            raise RunInterrupted("stopped at once; the last checkpoint is the one to resume from.", signal.SIGINT) from None
+            raise RunInterrupted(
+                "stopped at once; the last checkpoint is the one to resume from.", signal.SIGINT
+            ) from None
         message = f"training failed at step {trainer.state.global_step}: {hint_for(error)}"
         finish("failed", error={"type": type(error).__name__, "message": str(error)[:2000], "hint": message})
         raise RunFailed(message) from error
@@ -384,7 +225,9 @@ def run(experiment, training, recipe) -> dict:
         finish("interrupted", checkpoint=saved)
         raise RunInterrupted(
             f"stopped at step {trainer.state.global_step}; checkpoint {saved}. Run the same command again "
-            f"(or add --run_name {training.run_name} --resume) to continue.", stopper.received)
+            f"(or add --run_name {training.run_name} --resume) to continue.",
+            stopper.received,
+        )
 
     prediction = trainer.predict(eval_set, metric_key_prefix="eval")
     final = prediction.metrics
@@ -408,8 +251,11 @@ def run(experiment, training, recipe) -> dict:
         "eval_time_s": round(sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history), 3),
         "total_time_s": round(time.perf_counter() - started + sum(s["train_time_s"] for s in segments[:-1]), 3),
         "train_steps": trainer.state.global_step,
-        "train_samples_per_s": round(trainer.state.global_step * training.per_device_train_batch_size
-                                     * training.world_size / train_time, 3) if train_time else None,
+        "train_samples_per_s": round(
+            trainer.state.global_step * training.per_device_train_batch_size * training.world_size / train_time, 3
+        )
+        if train_time
+        else None,
         "peak_memory_mb": max(memory) if memory else None,  # of training, per-epoch evaluation included
         "peak_memory_reserved_mb": max(reserved) if reserved else None,
         "peak_memory_mb_per_rank": memory_per_rank,

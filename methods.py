@@ -58,13 +58,16 @@ METHODS = {
     ),
     "prompt": Method(
         help="prompt tuning (Lester et al., 2021): trainable embeddings prepended to the input",
-        peft_config=lambda args: PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.num_virtual_tokens),
+        peft_config=lambda args: PromptTuningConfig(
+            task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.num_virtual_tokens
+        ),
         virtual_tokens=_virtual_tokens,
     ),
     "ptuning": Method(
         help="P-tuning (Liu et al., 2021): prompt embeddings produced by peft's PromptEncoder (an MLP)",
         peft_config=lambda args: PromptEncoderConfig(
-            task_type=TaskType.SEQ_CLS, num_virtual_tokens=args.num_virtual_tokens,
+            task_type=TaskType.SEQ_CLS,
+            num_virtual_tokens=args.num_virtual_tokens,
             encoder_hidden_size=args.prefix_hidden_size,
         ),
         virtual_tokens=_virtual_tokens,
@@ -72,8 +75,11 @@ METHODS = {
     "lora": Method(
         help="LoRA (Hu et al., 2021): low-rank updates of the attention's query and value",
         peft_config=lambda args: LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=args.lora_r, lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout, target_modules=list(args.lora_target_modules.split(",")),
+            task_type=TaskType.SEQ_CLS,
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=list(args.lora_target_modules.split(",")),
         ),
     ),
     "ia3": Method(

@@ -31,13 +31,36 @@ ALPHA = 0.05
 QUANTITIES = {
     "accuracy": ("Accuracy", "dev accuracy (%)", lambda r: r["metrics"]["eval_accuracy"], 100, "{:.2f} %"),
     "train_loss": ("Train Loss", "mean training loss", lambda r: r["metrics"]["train_loss"], 1, "{:.4f}"),
-    "trainable": ("Trainable Params", "trainable parameters (millions)", lambda r: r["params"]["trainable"], 1e-6, "{:.3g}M"),
-    "trainable_percent": ("Trainable %", "trainable parameters (%)", lambda r: r["params"]["trainable_percent"], 1, "{:.3g} %"),
-    "memory": ("Max GPU Memory", "peak GPU memory allocated (MB)", lambda r: r["efficiency"]["peak_memory_mb"], 1, "{:.0f} MB"),
+    "trainable": (
+        "Trainable Params",
+        "trainable parameters (millions)",
+        lambda r: r["params"]["trainable"],
+        1e-6,
+        "{:.3g}M",
+    ),
+    "trainable_percent": (
+        "Trainable %",
+        "trainable parameters (%)",
+        lambda r: r["params"]["trainable_percent"],
+        1,
+        "{:.3g} %",
+    ),
+    "memory": (
+        "Max GPU Memory",
+        "peak GPU memory allocated (MB)",
+        lambda r: r["efficiency"]["peak_memory_mb"],
+        1,
+        "{:.0f} MB",
+    ),
     "time": ("Training Time", "training time (s)", lambda r: r["efficiency"]["train_time_s"], 1, "{:.0f} s"),
     "adapter": ("Adapter Size", "size on disk to reuse (MB)", lambda r: r.get("adapter_size_mb"), 1, "{:.3g} MB"),
-    "inference": ("Inference Speed", "dev sentences per second",
-                  lambda r: r["efficiency"].get("inference_samples_per_s"), 1, "{:.0f}/s"),
+    "inference": (
+        "Inference Speed",
+        "dev sentences per second",
+        lambda r: r["efficiency"].get("inference_samples_per_s"),
+        1,
+        "{:.0f}/s",
+    ),
 }
 ORIGINAL_ROWS = ("accuracy", "train_loss", "trainable", "memory", "time")  # the original's table, in its order
 
@@ -81,7 +104,8 @@ def mcnemar_against_full(groups):
             b, c, p = mcnemar_exact(reference["predictions"], run["predictions"], run["labels"])
             verdict = "no significant difference" if p >= ALPHA else ("full better" if b > c else f"{method} better")
             tests.setdefault(method, []).append(
-                {"seed": seed_of(run), "only_full_right": b, "only_method_right": c, "p_value": p, "verdict": verdict})
+                {"seed": seed_of(run), "only_full_right": b, "only_method_right": c, "p_value": p, "verdict": verdict}
+            )
     return tests
 
 
@@ -100,21 +124,33 @@ def format_cell(cell, template, with_ci=False):
 def write_summary(table, tests, folder):
     methods = list(table)
     runs = {m: max(cell["runs"] for cell in table[m].values()) for m in methods}
-    lines = ["| | " + " | ".join(f"{m} ({runs[m]} run{'s' * (runs[m] != 1)})" for m in methods) + " |",
-             "|---|" + "---|" * len(methods)]
+    lines = [
+        "| | " + " | ".join(f"{m} ({runs[m]} run{'s' * (runs[m] != 1)})" for m in methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
     for key in (*ORIGINAL_ROWS, *(k for k in QUANTITIES if k not in ORIGINAL_ROWS)):
         title, _, _, _, template = QUANTITIES[key]
         cells = [format_cell(table[m][key], template, with_ci=key == "accuracy") for m in methods]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± sample standard deviation over runs; the accuracy's 95 % confidence interval uses "
-              "Student's t. Memory is n/a for runs on a CPU."]
+    lines += [
+        "",
+        "Mean ± sample standard deviation over runs; the accuracy's 95 % confidence interval uses "
+        "Student's t. Memory is n/a for runs on a CPU.",
+    ]
     if tests:
-        lines += ["", f"## Against full fine-tuning: McNemar's exact test (two-sided, α = {ALPHA})", "",
-                  "| method | seed | only full right | only method right | p | verdict |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Against full fine-tuning: McNemar's exact test (two-sided, α = {ALPHA})",
+            "",
+            "| method | seed | only full right | only method right | p | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
         for method, rows in tests.items():
             for row in rows:
-                lines.append(f"| {method} | {row['seed']} | {row['only_full_right']} | {row['only_method_right']} | "
-                             f"{row['p_value']:.3g} | {row['verdict']} |")
+                lines.append(
+                    f"| {method} | {row['seed']} | {row['only_full_right']} | {row['only_method_right']} | "
+                    f"{row['p_value']:.3g} | {row['verdict']} |"
+                )
     with open(os.path.join(folder, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     write_json_atomic(os.path.join(folder, "summary.json"), {"methods": table, "mcnemar_vs_full": tests})
@@ -125,12 +161,24 @@ def bar_panel(axis, table, key):
     methods = list(table)
     means = [table[m][key]["mean"] for m in methods]
     stds = [table[m][key]["std"] or 0 for m in methods]
-    bars = axis.bar(range(len(methods)), [m or 0 for m in means], yerr=stds, capsize=4,
-                    color=[COLOURS.get(m, "grey") for m in methods])
+    bars = axis.bar(
+        range(len(methods)),
+        [m or 0 for m in means],
+        yerr=stds,
+        capsize=4,
+        color=[COLOURS.get(m, "grey") for m in methods],
+    )
     for bar, mean in zip(bars, means):
         text = "n/a" if mean is None else (f"{mean:.3g}" if abs(mean) < 1000 else f"{mean:,.0f}")
-        axis.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                      xytext=(0, 3), textcoords="offset points", fontsize=8)
+        axis.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=8,
+        )
     crowded = len(methods) > 4
     axis.set_xticks(range(len(methods)), methods, rotation=35 if crowded else 0, ha="right" if crowded else "center")
     axis.set_title(title)
@@ -155,8 +203,16 @@ def pareto(table, path):
         x, y = row["trainable"]["mean"], row["accuracy"]["mean"]
         if x is None or y is None:
             continue
-        axis.errorbar(x * 1e6, y, yerr=row["accuracy"]["std"] or 0, fmt="o", capsize=4, markersize=7,
-                      color=COLOURS.get(method, "grey"), label=f"{method} ({row['accuracy']['runs']})")
+        axis.errorbar(
+            x * 1e6,
+            y,
+            yerr=row["accuracy"]["std"] or 0,
+            fmt="o",
+            capsize=4,
+            markersize=7,
+            color=COLOURS.get(method, "grey"),
+            label=f"{method} ({row['accuracy']['runs']})",
+        )
     axis.set_xscale("log")
     axis.set_xlabel("trainable parameters (log scale)")
     axis.set_ylabel("dev accuracy (%)")
@@ -178,8 +234,13 @@ def learning_curves(groups, path):
                     by_epoch.setdefault(row["epoch"], []).append(100 * row["eval_accuracy"])
         epochs = sorted(by_epoch)
         if epochs:
-            axis.plot(epochs, [statistics.fmean(by_epoch[e]) for e in epochs], marker="o",
-                      color=COLOURS.get(method, "grey"), label=f"{method} ({len(runs)})")
+            axis.plot(
+                epochs,
+                [statistics.fmean(by_epoch[e]) for e in epochs],
+                marker="o",
+                color=COLOURS.get(method, "grey"),
+                label=f"{method} ({len(runs)})",
+            )
     axis.set_xlabel("epoch")
     axis.set_ylabel("dev accuracy (%)")
     axis.set_title("Dev accuracy per epoch (mean over runs)")
@@ -199,23 +260,32 @@ def main(argv=None) -> int:
     for path, reason in skipped:
         print(f"skipped {path}: {reason}")
     if not records:
-        print(f"error: no completed runs in {args.results_dir}/*.json; train one first "
-              "(python train_finetune.py).", file=sys.stderr)
+        print(
+            f"error: no completed runs in {args.results_dir}/*.json; train one first (python train_finetune.py).",
+            file=sys.stderr,
+        )
         return 1
 
     groups = group_by_method(records)
     table = summarise(groups)
     figures = os.path.join(args.results_dir, "figures")
     os.makedirs(figures, exist_ok=True)
-    bar_figure(table, ["accuracy", "train_loss", "trainable"], os.path.join(figures, "accuracy_loss_params.png"),
-               "Accuracy, loss and trainable parameters")
-    bar_figure(table, ["memory", "time"], os.path.join(figures, "memory_time.png"),
-               "Cost: peak GPU memory and training time")
+    bar_figure(
+        table,
+        ["accuracy", "train_loss", "trainable"],
+        os.path.join(figures, "accuracy_loss_params.png"),
+        "Accuracy, loss and trainable parameters",
+    )
+    bar_figure(
+        table, ["memory", "time"], os.path.join(figures, "memory_time.png"), "Cost: peak GPU memory and training time"
+    )
     learning_curves(groups, os.path.join(figures, "accuracy_per_epoch.png"))
     pareto(table, os.path.join(figures, "accuracy_vs_parameters.png"))
     write_summary(table, mcnemar_against_full(groups), args.results_dir)
-    print(f"{len(records)} runs of {len(groups)} methods -> {figures}/*.png, "
-          f"{os.path.join(args.results_dir, 'summary.md')}, summary.json")
+    print(
+        f"{len(records)} runs of {len(groups)} methods -> {figures}/*.png, "
+        f"{os.path.join(args.results_dir, 'summary.md')}, summary.json"
+    )
     return 0
 
 

@@ -11,7 +11,15 @@ import os
 SCHEMA_VERSION = 1
 REQUIRED = {
     "params": ("trainable", "total", "trainable_percent"),
-    "metrics": ("eval_accuracy", "eval_correct", "eval_total", "eval_loss", "train_loss", "best_eval_accuracy", "best_epoch"),
+    "metrics": (
+        "eval_accuracy",
+        "eval_correct",
+        "eval_total",
+        "eval_loss",
+        "train_loss",
+        "best_eval_accuracy",
+        "best_epoch",
+    ),
     "efficiency": ("train_time_s", "total_time_s", "train_samples_per_s", "peak_memory_mb", "peak_memory_reserved_mb"),
 }
 

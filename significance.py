@@ -7,8 +7,38 @@ import math
 import statistics
 
 # Two-sided 95 % quantiles of Student's t, t(0.975, df), for df = 1..30.
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+T_975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def t_975(df: int) -> float:
@@ -18,7 +48,7 @@ def t_975(df: int) -> float:
 
 
 def mean_std_ci(values):
-    """(mean, sample standard deviation, half-width of the 95 % t interval); spread and interval are None for one value."""
+    """(mean, sample standard deviation, half-width of the 95 % t interval); the last two are None for one value."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None, None

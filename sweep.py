@@ -51,15 +51,31 @@ def main(argv=None) -> int:
     trials = []
     for rate in grid:
         run_name = f"{args.method}-lr{rate:g}-{stamp}"
-        code = run_experiment(["--method", args.method, "--learning_rate", str(rate), "--results_dir", folder,
-                               "--run_name", run_name, "--holdout_fraction", str(args.holdout_fraction), *train_flags])
+        code = run_experiment(
+            [
+                "--method",
+                args.method,
+                "--learning_rate",
+                str(rate),
+                "--results_dir",
+                folder,
+                "--run_name",
+                run_name,
+                "--holdout_fraction",
+                str(args.holdout_fraction),
+                *train_flags,
+            ]
+        )
         record = read_record(os.path.join(folder, f"{run_name}.json"))
         if code == 2:
             return 2  # the flags are wrong for every rate alike
         trial = {"learning_rate": rate, "run_name": run_name, "status": record.get("status") if record else "failed"}
         if trial["status"] == "completed":
-            trial.update(holdout_accuracy=record["metrics"]["eval_accuracy"], holdout_loss=record["metrics"]["eval_loss"],
-                         train_loss=record["metrics"]["train_loss"])
+            trial.update(
+                holdout_accuracy=record["metrics"]["eval_accuracy"],
+                holdout_loss=record["metrics"]["eval_loss"],
+                train_loss=record["metrics"]["train_loss"],
+            )
         trials.append(trial)
         print(f"sweep {args.method}: lr {rate:g} -> {trial.get('holdout_accuracy', trial['status'])}", flush=True)
 
@@ -68,12 +84,22 @@ def main(argv=None) -> int:
         print(f"error: every trial of the sweep failed; see {folder}.", file=sys.stderr)
         return 1
     best = max(scored, key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
-    summary = {"schema_version": 1, "kind": "sweep", "method": args.method, "grid": grid,
-               "holdout_fraction": args.holdout_fraction, "train_flags": train_flags, "trials": trials,
-               "chosen_learning_rate": best["learning_rate"]}
+    summary = {
+        "schema_version": 1,
+        "kind": "sweep",
+        "method": args.method,
+        "grid": grid,
+        "holdout_fraction": args.holdout_fraction,
+        "train_flags": train_flags,
+        "trials": trials,
+        "chosen_learning_rate": best["learning_rate"],
+    }
     path = os.path.join(folder, f"sweep-{stamp}.json")
     write_json_atomic(path, summary)
-    print(f"chosen for {args.method}: {best['learning_rate']:g} (held-out accuracy {best['holdout_accuracy']:.2%}) -> {path}")
+    print(
+        f"chosen for {args.method}: {best['learning_rate']:g} "
+        f"(held-out accuracy {best['holdout_accuracy']:.2%}) -> {path}"
+    )
     return 0
 
 

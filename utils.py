@@ -128,7 +128,11 @@ def git_commit():
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -150,10 +154,18 @@ def check_environment() -> bool:
     print(f"{'cuda':>13}: {torch.version.cuda if cuda else 'not available'}")
     print(f"{'bf16':>13}: {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}")
     try:
-        config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=32, num_labels=2)
-        model = get_peft_model(BertForSequenceClassification(config),
-                               PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4, prefix_projection=True))
+        config = BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=2,
+        )
+        model = get_peft_model(
+            BertForSequenceClassification(config),
+            PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4, prefix_projection=True),
+        )
         ids = torch.randint(5, 50, (2, 7))
         model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1])).loss.backward()
         grads = [p.grad for name, p in model.named_parameters() if "prompt_encoder" in name]

@@ -75,7 +75,19 @@ def tiny_data(tmp_path_factory):
 def tiny_argv(model, data, results, *extra):
     """Flags for a quick run of the pipeline on the tiny model: a couple of epochs of a few steps."""
     return [
-        "--model_name_or_path", model, "--data_dir", data, "--results_dir", str(results),
-        "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3",
-        "--disable_tqdm", "True", *extra,
+        "--model_name_or_path",
+        model,
+        "--data_dir",
+        data,
+        "--results_dir",
+        str(results),
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "16",
+        "--learning_rate",
+        "1e-3",
+        "--disable_tqdm",
+        "True",
+        *extra,
     ]

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
+
 from experiment import main
 
 
@@ -72,9 +72,15 @@ def make_data(folder, train=None, dev=None):
         (lambda d: (d / "train.tsv").write_text(""), "train.tsv is empty"),
         (lambda d: (d / "train.tsv").write_text("text\tlabel\nthe movie\t1\n"), "has no 'sentence' column"),
         (lambda d: (d / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t2\n"), "labels outside {0, 1}: [2]"),
-        (lambda d: (d / "dev.tsv").write_text("sentence\tlabel\ngood\tpositive\n"), "line 2: label 'positive' is not 0 or 1"),
+        (
+            lambda d: (d / "dev.tsv").write_text("sentence\tlabel\ngood\tpositive\n"),
+            "line 2: label 'positive' is not 0 or 1",
+        ),
         (lambda d: (d / "dev.tsv").write_text("sentence\tlabel\n"), "has no rows"),
-        (lambda d: (d / "train.tsv").write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9 bad\t0\n"), "train.tsv, line 3: not UTF-8"),
+        (
+            lambda d: (d / "train.tsv").write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9 bad\t0\n"),
+            "train.tsv, line 3: not UTF-8",
+        ),
     ],
 )
 def test_bad_data_names_the_file(breakage, message, tiny_model, tmp_path, capsys):
@@ -86,8 +92,9 @@ def test_bad_data_names_the_file(breakage, message, tiny_model, tmp_path, capsys
 
 
 def test_no_wall_of_traceback_from_the_command_line(tmp_path):
-    done = subprocess.run([sys.executable, "train_finetune.py", "--learning_rate", "-1"], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "train_finetune.py", "--learning_rate", "-1"], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --learning_rate must be positive (got -1.0)."
 
@@ -102,8 +109,14 @@ def test_no_wall_of_traceback_from_the_command_line(tmp_path):
 def test_an_unreachable_hub_says_how_to_run_offline(flags, message, tiny_model, tmp_path):
     flags = [tiny_model if flag == "MODEL" else flag for flag in flags]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "train_prefix.py", "--results_dir", str(tmp_path), *flags], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "train_prefix.py", "--results_dir", str(tmp_path), *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert message in done.stderr and ("--model_name_or_path DIR" in done.stderr or "--data_dir DIR" in done.stderr)
     assert "Traceback" not in done.stderr

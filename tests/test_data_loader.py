@@ -4,9 +4,9 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import write_tsv
 from transformers import AutoTokenizer
 
-from conftest import write_tsv
 from data_loader import load_sst2, tokenize
 
 ROWS = [('"quoted" start is fine ', 1), ("a dull , dull film ", 0), ("it 's good ", 1)]
@@ -23,7 +23,7 @@ def test_glue_tsv_keeps_quotes_and_trailing_spaces(tmp_path):
 
 @pytest.mark.parametrize("extension", ["csv", "jsonl", "parquet"])
 def test_other_formats_with_validation_split_name(tmp_path, extension):
-    frame = pd.DataFrame({"idx": range(3), "sentence": [s for s, _ in ROWS], "label": [l for _, l in ROWS]})
+    frame = pd.DataFrame({"idx": range(3), "sentence": [s for s, _ in ROWS], "label": [label for _, label in ROWS]})
     for split in ("train", "validation"):
         path = tmp_path / f"{split}.{extension}"
         if extension == "csv":

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from conftest import ROOT, tiny_argv
+
 from utils import read_json
 
 
@@ -17,9 +18,19 @@ def free_port():
 
 def test_torchrun_with_two_processes_writes_one_result(tiny_model, tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "train_prefix.py",
-               *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "train_prefix.py",
+        *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp"),
+    ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [p.name for p in tmp_path.glob("*.json")] == ["ddp.json"]  # rank 1 wrote nothing of its own

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, tiny_argv
-from utils import read_json
+
 from experiment import main
 from results import REQUIRED, SCHEMA_VERSION, problem_with
+from utils import read_json
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +100,24 @@ def test_scripts_run_as_commands(tiny_model, tiny_data, tmp_path):
     """The entry points work from a shell, and --help documents the original's defaults."""
     help_text = subprocess.run([sys.executable, "train_prefix.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert help_text.returncode == 0
-    for flag in ("--model_name_or_path", "--data_dir", "--max_train_samples", "--num_virtual_tokens",
-                 "--prefix_projection", "--learning_rate", "--max_steps", "--use_cpu", "--recipe"):
+    for flag in (
+        "--model_name_or_path",
+        "--data_dir",
+        "--max_train_samples",
+        "--num_virtual_tokens",
+        "--prefix_projection",
+        "--learning_rate",
+        "--max_steps",
+        "--use_cpu",
+        "--recipe",
+    ):
         assert flag in help_text.stdout
     done = subprocess.run(
         [sys.executable, "train_finetune.py", *tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "3")],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "accuracy" in done.stdout.splitlines()[-1]  # the one-line summary

@@ -1,11 +1,11 @@
-"""Every registered method: its trainable-parameter count on BERT-base, and that training moves exactly its parameters."""
+"""Every registered method: its trainable-parameter count on BERT-base, and that training moves only its parameters."""
 
 import pytest
 import torch
+from conftest import toy_sentences
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from config import ExperimentArguments
-from conftest import toy_sentences
 from methods import METHODS, apply_method
 from utils import count_parameters
 
@@ -20,8 +20,11 @@ def linear(n_in, n_out):
 
 # Counts derived from each method's definition, independently of methods.py.
 EXPECTED = {
-    "full": (C.vocab_size + C.max_position_embeddings + C.type_vocab_size) * H + 2 * H
-    + L * (4 * linear(H, H) + 2 * H + linear(H, FF) + linear(FF, H) + 2 * H) + linear(H, H) + HEAD,
+    "full": (C.vocab_size + C.max_position_embeddings + C.type_vocab_size) * H
+    + 2 * H
+    + L * (4 * linear(H, H) + 2 * H + linear(H, FF) + linear(FF, H) + 2 * H)
+    + linear(H, H)
+    + HEAD,
     "prefix": TOKENS * H + linear(H, H) + linear(H, 2 * L * H) + HEAD,  # embedding, then a two-layer MLP
     "prefix-v2": TOKENS * 2 * L * H + HEAD,  # keys and values of every layer, directly
     "prompt": TOKENS * H + HEAD,  # input embeddings only

@@ -9,14 +9,30 @@ from utils import read_json, write_json_atomic
 def record(method, accuracy, seconds, run_name, seed=42, predictions=None):
     labels = [1, 0, 1, 0, 1, 0, 1, 0]
     return {
-        "schema_version": 1, "status": "completed", "method": method, "run_name": run_name,
+        "schema_version": 1,
+        "status": "completed",
+        "method": method,
+        "run_name": run_name,
         "config": {"training_arguments": {"seed": seed}},
-        "predictions": predictions if predictions is not None else labels, "labels": labels,
+        "predictions": predictions if predictions is not None else labels,
+        "labels": labels,
         "params": {"trainable": 1_000_000, "total": 2_000_000, "trainable_percent": 50.0},
-        "metrics": {"eval_accuracy": accuracy, "eval_correct": 1, "eval_total": 2, "eval_loss": 0.5,
-                    "train_loss": 0.4, "best_eval_accuracy": accuracy, "best_epoch": 1.0},
-        "efficiency": {"train_time_s": seconds, "total_time_s": seconds + 1, "train_samples_per_s": 1.0,
-                       "peak_memory_mb": 1500.0, "peak_memory_reserved_mb": 1600.0},
+        "metrics": {
+            "eval_accuracy": accuracy,
+            "eval_correct": 1,
+            "eval_total": 2,
+            "eval_loss": 0.5,
+            "train_loss": 0.4,
+            "best_eval_accuracy": accuracy,
+            "best_epoch": 1.0,
+        },
+        "efficiency": {
+            "train_time_s": seconds,
+            "total_time_s": seconds + 1,
+            "train_samples_per_s": 1.0,
+            "peak_memory_mb": 1500.0,
+            "peak_memory_reserved_mb": 1600.0,
+        },
         "history": [{"epoch": 1.0, "eval_accuracy": accuracy, "eval_loss": 0.5, "train_loss": 0.4}],
     }
 
@@ -37,9 +53,13 @@ def test_several_runs_show_as_mean_and_std(tmp_path):
 def test_mcnemar_pairs_runs_by_seed(tmp_path):
     labels = [1, 0, 1, 0, 1, 0, 1, 0]
     wrong_six = [1 - y for y in labels[:6]] + labels[6:]
-    runs = [record("full", 1.0, 10, "f1", seed=1), record("full", 1.0, 10, "f2", seed=2),
-            record("lora", 0.25, 10, "l1", seed=1, predictions=wrong_six),
-            record("lora", 1.0, 10, "l2", seed=2), record("lora", 1.0, 10, "l3", seed=3)]
+    runs = [
+        record("full", 1.0, 10, "f1", seed=1),
+        record("full", 1.0, 10, "f2", seed=2),
+        record("lora", 0.25, 10, "l1", seed=1, predictions=wrong_six),
+        record("lora", 1.0, 10, "l2", seed=2),
+        record("lora", 1.0, 10, "l3", seed=3),
+    ]
     tests = mcnemar_against_full(group_by_method(runs))
     assert [(t["seed"], t["only_full_right"], t["only_method_right"]) for t in tests["lora"]] == [(1, 6, 0), (2, 0, 0)]
     assert tests["lora"][0]["p_value"] == 2 / 64 and tests["lora"][0]["verdict"] == "full better"
@@ -60,7 +80,12 @@ def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
     assert main(["--results_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name, reason in [("interrupted", "status"), ("future", "schema_version"), ("missing", "train_loss"), ("binary", "unreadable")]:
+    for name, reason in [
+        ("interrupted", "status"),
+        ("future", "schema_version"),
+        ("missing", "train_loss"),
+        ("binary", "unreadable"),
+    ]:
         assert any(name in line and reason in line for line in out.splitlines()), out
     assert "1 runs of 1 methods" in out
 

@@ -3,10 +3,10 @@ padding and prefix are masked correctly, and the prefix alone can learn."""
 
 import pytest
 import torch
+from conftest import toy_sentences
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from config import ExperimentArguments
-from conftest import toy_sentences
 from methods import apply_method
 
 
@@ -55,8 +55,13 @@ def test_padding_is_masked_with_the_prefix_in_front(tiny_model, tokenizer):
     sentence = "the movie was good"
     with torch.no_grad():
         alone = model(**tokenizer([sentence], return_tensors="pt")).logits[0]
-        beside = model(**tokenizer([sentence, "the plot was really quite dull and the acting was awful ."],
-                                   padding=True, return_tensors="pt")).logits[0]
+        beside = model(
+            **tokenizer(
+                [sentence, "the plot was really quite dull and the acting was awful ."],
+                padding=True,
+                return_tensors="pt",
+            )
+        ).logits[0]
         padded = model(**tokenizer([sentence], padding="max_length", max_length=30, return_tensors="pt")).logits[0]
     torch.testing.assert_close(beside, alone, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-4)
@@ -75,8 +80,9 @@ def test_the_prefix_alone_learns_a_toy_task(tiny_model, tokenizer):
         losses = []
         for _ in range(steps):
             pick = torch.randint(0, len(rows), (32,))
-            loss = model(input_ids=batch.input_ids[pick], attention_mask=batch.attention_mask[pick],
-                         labels=targets[pick]).loss
+            loss = model(
+                input_ids=batch.input_ids[pick], attention_mask=batch.attention_mask[pick], labels=targets[pick]
+            ).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()

@@ -4,20 +4,25 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_argv, toy_sentences
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from config import FAST_ON_GPU, ExperimentArguments, parse_args, recipe_settings
-from conftest import tiny_argv, toy_sentences
-from utils import read_json
 from experiment import main
 from methods import apply_method
+from utils import read_json
 
 
 def test_original_recipe_reproduces_the_original_mechanics():
     experiment, training, _ = parse_args(["--recipe", "original", "--use_cpu"], method="full")
     assert experiment.pad_to_max_length and experiment.max_seq_length == 128
     assert (training.bf16, training.torch_compile, training.optim) == (False, False, "adamw_torch")
-    assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate, training.seed) == (10, 16, 1e-6, 42)
+    assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate, training.seed) == (
+        10,
+        16,
+        1e-6,
+        42,
+    )
 
 
 def test_fast_recipe_on_a_gpu_compiles_and_buckets():
@@ -33,14 +38,33 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
 
 
 def test_the_user_s_flags_win_over_the_recipe():
-    experiment, training, _ = parse_args(["--recipe", "original", "--use_cpu", "--optim", "adamw_torch_fused",
-                                          "--pad_to_max_length", "False", "--learning_rate", "3e-5"], method="full")
+    experiment, training, _ = parse_args(
+        [
+            "--recipe",
+            "original",
+            "--use_cpu",
+            "--optim",
+            "adamw_torch_fused",
+            "--pad_to_max_length",
+            "False",
+            "--learning_rate",
+            "3e-5",
+        ],
+        method="full",
+    )
     assert training.optim == "adamw_torch_fused" and not experiment.pad_to_max_length
     assert training.learning_rate == 3e-5
     # and the recipe is independent of the schedule: same epochs, batch and rate in both
     _, fast, _ = parse_args(["--recipe", "fast", "--use_cpu"], method="full")
     _, original, _ = parse_args(["--recipe", "original", "--use_cpu"], method="full")
-    for name in ("num_train_epochs", "per_device_train_batch_size", "learning_rate", "lr_scheduler_type", "seed", "warmup_steps"):
+    for name in (
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "learning_rate",
+        "lr_scheduler_type",
+        "seed",
+        "warmup_steps",
+    ):
         assert getattr(fast, name) == getattr(original, name)
 
 
@@ -48,10 +72,15 @@ def test_the_user_s_flags_win_over_the_recipe():
 def test_both_recipes_learn_the_same_thing(method, tiny_model, tiny_data, tmp_path):
     """Padding to 128 or to the longest in the batch changes the arithmetic's shape, not its result."""
     for recipe in ("original", "fast"):
-        assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--recipe", recipe, "--run_name", recipe), method=method) == 0
+        assert (
+            main(tiny_argv(tiny_model, tiny_data, tmp_path, "--recipe", recipe, "--run_name", recipe), method=method)
+            == 0
+        )
     original, fast = read_json(tmp_path / "original.json"), read_json(tmp_path / "fast.json")
     assert original["config"]["pad_to_max_length"] and not fast["config"]["pad_to_max_length"]
-    assert original["config"]["recipe"] == "original" and fast["config"]["recipe_settings"] == recipe_settings("fast", False)
+    assert original["config"]["recipe"] == "original" and fast["config"]["recipe_settings"] == recipe_settings(
+        "fast", False
+    )
     for a, b in zip(original["history"], fast["history"]):
         assert a["eval_accuracy"] == b["eval_accuracy"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-3)  # padding shifts float rounding only
@@ -93,8 +122,19 @@ def test_outputs_do_not_depend_on_the_bucket(method, tiny_model, tokenizer):
 
 def test_the_compiled_path_runs_on_a_cpu(tiny_model, tiny_data, tmp_path):
     """The GPU recipe's compile and buckets, exercised where CI can run them."""
-    flags = ["--torch_compile", "--pad_to_multiple_of", "16", "--max_steps", "4", "--run_name", "compiled",
-             "--optim", "adamw_torch_fused", "--per_device_eval_batch_size", "64"]
+    flags = [
+        "--torch_compile",
+        "--pad_to_multiple_of",
+        "16",
+        "--max_steps",
+        "4",
+        "--run_name",
+        "compiled",
+        "--optim",
+        "adamw_torch_fused",
+        "--per_device_eval_batch_size",
+        "64",
+    ]
     assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method="prefix") == 0
     record = read_json(tmp_path / "compiled.json")
     assert record["config"]["training_arguments"]["torch_compile"] is True

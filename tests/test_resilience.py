@@ -8,10 +8,11 @@ import time
 
 import pytest
 import torch
-
-import experiment
 from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
-from experiment import hint_for, main
+
+import resilience
+from experiment import main
+from resilience import hint_for
 from results import problem_with
 from utils import read_json
 
@@ -28,8 +29,9 @@ def bigger_data(tmp_path_factory):
 
 
 def start(script, argv):
-    return subprocess.Popen([sys.executable, script, *argv], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, script, *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(path, process, timeout=180):
@@ -41,8 +43,10 @@ def wait_for(path, process, timeout=180):
 
 
 def test_sigint_saves_a_checkpoint_and_records_interrupted(tiny_model, bigger_data, tmp_path):
-    process = start("train_finetune.py", tiny_argv(tiny_model, bigger_data, tmp_path, "--num_train_epochs", "50",
-                                                    "--run_name", "stopped"))
+    process = start(
+        "train_finetune.py",
+        tiny_argv(tiny_model, bigger_data, tmp_path, "--num_train_epochs", "50", "--run_name", "stopped"),
+    )
     wait_for(tmp_path / "checkpoints" / "stopped" / "checkpoint-75" / "trainer_state.json", process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -101,7 +105,7 @@ def test_a_disk_error_is_recorded_as_failed(tiny_model, tiny_data, tmp_path, cap
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(experiment.ExperimentTrainer, "_save_checkpoint", full_disk)
+    monkeypatch.setattr(resilience.ResilientTrainer, "_save_checkpoint", full_disk)
     assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "disk"), method="full") == 1
     assert "free disk space" in capsys.readouterr().err
     record = read_json(tmp_path / "disk.json")
@@ -126,19 +130,22 @@ def test_resume_needs_something_to_resume(flags, message, tiny_model, tiny_data,
 
 
 def test_resume_refuses_other_settings(tiny_model, tiny_data, tmp_path, capsys, monkeypatch):
-    original_train = experiment.ExperimentTrainer.train
+    original_train = resilience.ResilientTrainer.train
 
     def train_one_epoch_then_die(self, *args, **kwargs):
         self.args.num_train_epochs = 1  # leaves a checkpoint, then "crashes"
         original_train(self, *args, **kwargs)
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(experiment.ExperimentTrainer, "train", train_one_epoch_then_die)
+    monkeypatch.setattr(resilience.ResilientTrainer, "train", train_one_epoch_then_die)
     assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r"), method="full") == 1
     monkeypatch.undo()
     assert read_json(tmp_path / "r.json")["status"] == "failed"
     capsys.readouterr()
-    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r", "--learning_rate", "5e-4"), method="full") == 2
+    assert (
+        main(tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r", "--learning_rate", "5e-4"), method="full")
+        == 2
+    )
     assert "other settings (learning_rate)" in capsys.readouterr().err
 
 
@@ -152,7 +159,9 @@ def test_same_seed_same_everything(tiny_model, tiny_data, tmp_path):
 
 
 def test_check_env_proves_prefix_tuning_works():
-    done = subprocess.run([sys.executable, "utils.py", "--check-env"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "utils.py", "--check-env"], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "prefix tuning on BERT: works" in done.stdout
     assert "transformers" in done.stdout and "bf16" in done.stdout

@@ -2,19 +2,41 @@
 
 import os
 
-import sweep
 import compare
+import sweep
 from utils import read_json
 
 
 def shared_flags(model, data):
-    return ["--model_name_or_path", model, "--data_dir", data, "--num_train_epochs", "1",
-            "--disable_tqdm", "True", "--save_strategy", "no"]
+    return [
+        "--model_name_or_path",
+        model,
+        "--data_dir",
+        data,
+        "--num_train_epochs",
+        "1",
+        "--disable_tqdm",
+        "True",
+        "--save_strategy",
+        "no",
+    ]
 
 
 def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tmp_path):
-    assert sweep.main(["--method", "full", "--grid", "1e-4,3e-3", "--results_dir", str(tmp_path),
-                       *shared_flags(tiny_model, tiny_data)]) == 0
+    assert (
+        sweep.main(
+            [
+                "--method",
+                "full",
+                "--grid",
+                "1e-4,3e-3",
+                "--results_dir",
+                str(tmp_path),
+                *shared_flags(tiny_model, tiny_data),
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "sweeps" / "full"
     (summary_path,) = folder.glob("sweep-*.json")
     summary = read_json(summary_path)
@@ -31,14 +53,34 @@ def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tm
 
 
 def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
-    assert sweep.main(["--method", "full", "--grid", "1e-3", "--learning_rate", "1e-3",
-                       *shared_flags(tiny_model, tiny_data)]) == 2
+    assert (
+        sweep.main(
+            ["--method", "full", "--grid", "1e-3", "--learning_rate", "1e-3", *shared_flags(tiny_model, tiny_data)]
+        )
+        == 2
+    )
     assert "sweep.py sets --learning_rate itself" in capsys.readouterr().err
 
 
 def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data, tmp_path):
-    assert compare.main(["--methods", "full,lora", "--seeds", "1,2", "--jobs", "2", "--results_dir", str(tmp_path),
-                         *shared_flags(tiny_model, tiny_data), "--learning_rate", "1e-3"]) == 0
+    assert (
+        compare.main(
+            [
+                "--methods",
+                "full,lora",
+                "--seeds",
+                "1,2",
+                "--jobs",
+                "2",
+                "--results_dir",
+                str(tmp_path),
+                *shared_flags(tiny_model, tiny_data),
+                "--learning_rate",
+                "1e-3",
+            ]
+        )
+        == 0
+    )
     runs = sorted(p.name for p in tmp_path.glob("*.json") if not p.name.startswith("summary"))
     assert len(runs) == 4 and len(set(runs)) == 4
     assert {read_json(tmp_path / name)["method"] for name in runs} == {"full", "lora"}
