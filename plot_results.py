@@ -14,6 +14,7 @@ import statistics
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -62,16 +63,41 @@ QUANTITIES = {
         "{:.0f}/s",
     ),
 }
+FIXED_BY_METHOD = {"trainable", "trainable_percent", "adapter"}  # no spread across seeds to show
 ORIGINAL_ROWS = ("accuracy", "train_loss", "trainable", "memory", "time")  # the original's table, in its order
 
 
+# What makes two runs of one method different experiments: averaging across these would hide it.
+DISTINGUISHING = {
+    "lr": lambda r: r.get("config", {}).get("training_arguments", {}).get("learning_rate"),
+    "recipe": lambda r: r.get("config", {}).get("recipe"),
+}
+
+
 def group_by_method(records):
-    """{method: [records]} in the registry's order, unknown methods last."""
+    """{label: [records]} in the registry's order, unknown methods last.
+
+    The label is the method, followed by "@ lr X, recipe Y" for whatever varies among its runs.
+    """
     order = {name: i for i, name in enumerate(METHODS)}
+    varies = {}
+    for record in records:
+        for key, get in DISTINGUISHING.items():
+            varies.setdefault((record["method"], key), set()).add(get(record))
     groups = {}
     for record in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["run_name"])):
-        groups.setdefault(record["method"], []).append(record)
+        parts = [
+            f"{key} {get(record):g}" if isinstance(get(record), float) else f"{key} {get(record)}"
+            for key, get in DISTINGUISHING.items()
+            if len(varies[record["method"], key]) > 1
+        ]
+        label = record["method"] + (" @ " + ", ".join(parts) if parts else "")
+        groups.setdefault(label, []).append(record)
     return groups
+
+
+def colour(label):
+    return COLOURS.get(label.split(" @ ")[0], "grey")
 
 
 def summarise(groups):
@@ -91,11 +117,15 @@ def seed_of(record):
 
 
 def mcnemar_against_full(groups):
-    """{method: [{seed, only_full_right, only_method_right, p, verdict}]} over runs paired by seed."""
-    full = {seed_of(r): r for r in groups.get("full", []) if "predictions" in r}
+    """{label: [{seed, only_full_right, only_method_right, p, verdict}]} over runs paired by seed.
+
+    The reference for a seed is full fine-tuning's run with that seed (the newest, if there are several).
+    """
+    full_runs = [r for label, runs in groups.items() if is_full(label) for r in runs if "predictions" in r]
+    full = {seed_of(r): r for r in sorted(full_runs, key=lambda r: r.get("created_at", ""))}
     tests = {}
     for method, runs in groups.items():
-        if method == "full":
+        if is_full(method):
             continue
         for run in runs:
             reference = full.get(seed_of(run))
@@ -109,11 +139,15 @@ def mcnemar_against_full(groups):
     return tests
 
 
-def format_cell(cell, template, with_ci=False):
+def is_full(label):
+    return label.split(" @ ")[0] == "full"
+
+
+def format_cell(cell, template, with_ci=False, with_spread=True):
     if cell["mean"] is None:
         return "n/a"
     text = template.format(cell["mean"])
-    if cell["std"] is not None:
+    if cell["std"] is not None and with_spread:
         unit = template.format(cell["std"])
         text += " ± " + unit.split(" ")[0].rstrip("M/s")
         if with_ci:
@@ -130,7 +164,10 @@ def write_summary(table, tests, folder):
     ]
     for key in (*ORIGINAL_ROWS, *(k for k in QUANTITIES if k not in ORIGINAL_ROWS)):
         title, _, _, _, template = QUANTITIES[key]
-        cells = [format_cell(table[m][key], template, with_ci=key == "accuracy") for m in methods]
+        cells = [
+            format_cell(table[m][key], template, with_ci=key == "accuracy", with_spread=key not in FIXED_BY_METHOD)
+            for m in methods
+        ]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -166,7 +203,7 @@ def bar_panel(axis, table, key):
         [m or 0 for m in means],
         yerr=stds,
         capsize=4,
-        color=[COLOURS.get(m, "grey") for m in methods],
+        color=[colour(m) for m in methods],
     )
     for bar, mean in zip(bars, means):
         text = "n/a" if mean is None else (f"{mean:.3g}" if abs(mean) < 1000 else f"{mean:,.0f}")
@@ -179,8 +216,15 @@ def bar_panel(axis, table, key):
             textcoords="offset points",
             fontsize=8,
         )
-    crowded = len(methods) > 4
-    axis.set_xticks(range(len(methods)), methods, rotation=35 if crowded else 0, ha="right" if crowded else "center")
+    crowded = len(methods) > 4  # eight methods side by side: slanted names do not overlap
+    names = [m.replace(" @ ", "\n") for m in methods]
+    axis.set_xticks(
+        range(len(methods)),
+        names,
+        rotation=35 if crowded else 0,
+        ha="right" if crowded else "center",
+        fontsize=8 if crowded else 9,
+    )
     axis.set_title(title)
     axis.set_ylabel(label)
     axis.margins(y=0.15)
@@ -199,21 +243,24 @@ def bar_figure(table, keys, path, title):
 def pareto(table, path):
     """Accuracy against trainable parameters (log scale): what each method buys per parameter."""
     fig, axis = plt.subplots(figsize=(7, 4.6))
+    variants = {}  # a method's variants (other rates, recipes) share its colour and differ in marker
     for method, row in table.items():
         x, y = row["trainable"]["mean"], row["accuracy"]["mean"]
         if x is None or y is None:
             continue
+        variant = variants[method.split(" @ ")[0]] = variants.get(method.split(" @ ")[0], -1) + 1
         axis.errorbar(
             x * 1e6,
             y,
             yerr=row["accuracy"]["std"] or 0,
-            fmt="o",
+            fmt="osD^v"[variant % 5],
             capsize=4,
             markersize=7,
-            color=COLOURS.get(method, "grey"),
+            color=colour(method),
             label=f"{method} ({row['accuracy']['runs']})",
         )
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks collide
     axis.set_xlabel("trainable parameters (log scale)")
     axis.set_ylabel("dev accuracy (%)")
     axis.set_title("Accuracy vs trainable parameters (mean ± std over runs)")
@@ -238,7 +285,7 @@ def learning_curves(groups, path):
                 epochs,
                 [statistics.fmean(by_epoch[e]) for e in epochs],
                 marker="o",
-                color=COLOURS.get(method, "grey"),
+                color=colour(method),
                 label=f"{method} ({len(runs)})",
             )
     axis.set_xlabel("epoch")

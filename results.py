@@ -9,6 +9,7 @@ import json
 import os
 
 SCHEMA_VERSION = 1
+NOT_RUNS = {"summary.json"}  # what plot_results.py writes beside the runs
 REQUIRED = {
     "params": ("trainable", "total", "trainable_percent"),
     "metrics": (
@@ -59,6 +60,8 @@ def load_results(results_dir):
     """Returns (usable records, [(path, reason)] for every file that was skipped)."""
     records, skipped = [], []
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        if os.path.basename(path) in NOT_RUNS:
+            continue
         try:
             with open(path, encoding="utf-8") as handle:
                 record = json.load(handle)

@@ -6,14 +6,14 @@ from plot_results import group_by_method, main, mcnemar_against_full, summarise,
 from utils import read_json, write_json_atomic
 
 
-def record(method, accuracy, seconds, run_name, seed=42, predictions=None):
+def record(method, accuracy, seconds, run_name, seed=42, predictions=None, learning_rate=1e-3):
     labels = [1, 0, 1, 0, 1, 0, 1, 0]
     return {
         "schema_version": 1,
         "status": "completed",
         "method": method,
         "run_name": run_name,
-        "config": {"training_arguments": {"seed": seed}},
+        "config": {"recipe": "fast", "training_arguments": {"seed": seed, "learning_rate": learning_rate}},
         "predictions": predictions if predictions is not None else labels,
         "labels": labels,
         "params": {"trainable": 1_000_000, "total": 2_000_000, "trainable_percent": 50.0},
@@ -48,6 +48,17 @@ def test_several_runs_show_as_mean_and_std(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "85.00 % ± 7.07 (95 % CI ± 63.53)" in text and "full (2 runs)" in text and "200 s ± 141" in text
     assert read_json(tmp_path / "summary.json")["methods"]["full"]["accuracy"]["runs"] == 2
+
+
+def test_runs_with_other_rates_are_not_averaged_together():
+    runs = [
+        record("full", 0.8, 10, "a"),
+        record("full", 0.9, 10, "b", learning_rate=1e-6),
+        record("lora", 0.7, 10, "c"),
+    ]
+    groups = group_by_method(runs)
+    assert list(groups) == ["full @ lr 0.001", "full @ lr 1e-06", "lora"]
+    assert [len(g) for g in groups.values()] == [1, 1, 1]
 
 
 def test_mcnemar_pairs_runs_by_seed(tmp_path):
