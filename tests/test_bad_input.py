@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
 
 from experiment import main
+from utils import read_json
 
 
 @pytest.mark.parametrize(
@@ -26,14 +27,34 @@ from experiment import main
         (["--learning_rate", "fast"], "invalid float value"),
         (["--recipe", "turbo"], "invalid choice"),
         (["--run_name", "a/b"], "must be a plain file name"),
+        (["--method", "adapters"], "argument --method: invalid choice: 'adapters'"),
+        (["--lora_r", "0"], "LoRA needs --lora_r >= 1"),
+        (["--per_device_eval_batch_size", "0"], "batch sizes must be at least 1"),
+        (["--holdout_fraction", "0.9"], "--holdout_fraction must be between 0 and 0.5"),
+        (["--lr_preset", "best"], "invalid choice"),
     ],
 )
-def test_invalid_settings(flags, message, tiny_model, tiny_data, tmp_path, capsys):
-    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method="prefix") == 2
+def test_invalid_settings(flags, message, tiny_model, tiny_data, earlier_results, capsys):
+    results, before = earlier_results
+    argv = tiny_argv(tiny_model, tiny_data, results, *flags)
+    assert main(argv if "--method" in flags else ["--method", "prefix", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
-    assert not list(tmp_path.glob("*.json"))
+    assert snapshot(results) == before  # nothing written, nothing lost
+
+
+@pytest.fixture
+def earlier_results(tmp_path):
+    """A results folder that already holds another run's file, which bad input must leave alone."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "earlier.json").write_text('{"schema_version": 1, "status": "completed"}\n')
+    return results, snapshot(results)
+
+
+def snapshot(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
 
 
 def test_a_missing_data_dir_is_refused(tiny_model, tmp_path, capsys):
@@ -83,12 +104,23 @@ def make_data(folder, train=None, dev=None):
         ),
     ],
 )
-def test_bad_data_names_the_file(breakage, message, tiny_model, tmp_path, capsys):
+def test_bad_data_names_the_file(breakage, message, tiny_model, tmp_path, earlier_results, capsys):
+    results, before = earlier_results
     data = make_data(tmp_path / "data")
     breakage(data)
-    assert main(tiny_argv(tiny_model, str(data), tmp_path / "results"), method="full") == 2
+    assert main(tiny_argv(tiny_model, str(data), results), method="full") == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert snapshot(results) == before
+
+
+def test_a_dev_sentence_longer_than_the_model_is_truncated_and_reported(tiny_model, tmp_path, capsys):
+    data = make_data(tmp_path / "data", dev=[*toy_sentences(7, seed=2), ("good " * 80, 1)])
+    argv = tiny_argv(tiny_model, str(data), tmp_path, "--max_seq_length", "512", "--run_name", "long")
+    assert main(argv, method="prefix") == 0
+    assert "1 of 8 dev sentences are longer than 44 tokens" in capsys.readouterr().out  # 64 positions - 20 virtual
+    record = read_json(tmp_path / "long.json")
+    assert record["data"]["eval_truncated"] == 1 and record["config"]["effective_max_seq_length"] == 44
 
 
 def test_no_wall_of_traceback_from_the_command_line(tmp_path):
