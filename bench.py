@@ -144,6 +144,13 @@ class BenchArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Run on the CPU even if a GPU is present."})
     results_dir: str = field(default=os.path.join("results", "bench"), metadata={"help": "Where the JSON goes."})
     seed: int = field(default=0, metadata={"help": "Seed for lengths, tokens and weights."})
+    profile: bool = field(
+        default=False,
+        metadata={
+            "help": "Profile 10 steps after the warm-up of each configuration (a table and a Chrome trace); "
+            "the profiler slows the timed steps, so time without it."
+        },
+    )
 
     def __post_init__(self):
         if self.quick:
@@ -180,6 +187,33 @@ class StepTimer(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.end = self._now()
+
+
+class StepProfiler(TrainerCallback):
+    """torch.profiler over a few steps after the warm-up: where a step's time goes, host and device."""
+
+    STEPS = 10
+
+    def __init__(self, warmup_steps, trace_path):
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        schedule = torch.profiler.schedule(wait=max(0, warmup_steps - 1), warmup=1, active=self.STEPS, repeat=1)
+        self.trace_path = trace_path
+        self.profiler = torch.profiler.profile(activities=activities, schedule=schedule)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.profiler.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.profiler.step()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.profiler.stop()
+        self.profiler.export_chrome_trace(self.trace_path)
+        sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        print(self.profiler.key_averages().table(sort_by=sort, row_limit=25))
+        print(f"profile of {self.STEPS} steps -> {self.trace_path} (open in chrome://tracing or Perfetto)")
 
 
 def model_factory(bench):
@@ -268,11 +302,18 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
     if experiment.pad_to_max_length:
         data = pad_to_max_length(data, tokenizer, max_length)
     timer = StepTimer(bench.warmup_steps)
+    callbacks = [timer]
+    if bench.profile:
+        os.makedirs(bench.results_dir, exist_ok=True)
+        trace = os.path.join(
+            bench.results_dir, f"trace-{method}-{recipe}{'-' + compile_mode if compile_mode else ''}.json"
+        )
+        callbacks.append(StepProfiler(bench.warmup_steps, trace))
     trainer = Trainer(
         model=model,
         args=training,
         train_dataset=data,
-        callbacks=[timer],
+        callbacks=callbacks,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
     )
     reset_peak_memory()

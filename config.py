@@ -6,9 +6,9 @@ tuning with 20 virtual tokens and a projection (14.78M trainable parameters).
 
 Flags carry Hugging Face's names. Ours are in `ExperimentArguments`; every
 `TrainingArguments` flag (`--max_steps`, `--use_cpu`, `--bf16`, ...) works too.
-Precedence, lowest first: TrainingArguments' defaults, the original's settings
-(`ORIGINAL_SETTINGS`), the recipe (`RECIPES`), the learning-rate preset, and last
-whatever the user typed.
+Precedence, lowest first: TrainingArguments' defaults, `DEFAULT_SETTINGS` (the original's,
+plus our checkpointing and logging), the recipe (`RECIPES`), the learning-rate preset, and
+last whatever the user typed.
 """
 
 import argparse
@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 
 # The original's shared settings and ours, where they differ from TrainingArguments' defaults.
-ORIGINAL_SETTINGS = dict(
+DEFAULT_SETTINGS = dict(
     num_train_epochs=10,
     per_device_train_batch_size=16,
     learning_rate=1e-6,
@@ -83,7 +83,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # becomes a fi
 
 
 def default_run_name(method: str) -> str:
-    return f"{method}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    return f"{method}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"  # microseconds: parallel runs differ
 
 
 @dataclass
@@ -210,7 +210,7 @@ class _Parser(HfArgumentParser):
 
 def build_parser(method: Optional[str] = None) -> _Parser:
     parser = _Parser((ExperimentArguments, TrainingArguments), allow_abbrev=False)
-    parser.set_defaults(**ORIGINAL_SETTINGS)
+    parser.set_defaults(**DEFAULT_SETTINGS)
     if method is not None:
         parser.set_defaults(method=method)
     return parser

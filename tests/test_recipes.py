@@ -155,3 +155,12 @@ def test_bench_quick_on_cpu_writes_its_json(tmp_path, capsys):
     assert rows[("full", "original")]["speedup"] == 1.0
     assert rows[("full", "original")]["settings"]["pad_to_max_length"] is True
     assert "ms/step" in capsys.readouterr().out
+
+
+def test_bench_profile_writes_a_trace(tmp_path):
+    import bench
+
+    flags = ["--quick", "--use_cpu", "--profile", "--methods", "prefix", "--recipes", "fast"]
+    assert bench.main([*flags, "--results_dir", str(tmp_path)]) == 0
+    trace = json.loads((tmp_path / "trace-prefix-fast.json").read_text())
+    assert any(event.get("name", "").startswith("aten::") for event in trace["traceEvents"])
