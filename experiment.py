@@ -260,8 +260,8 @@ def run(experiment, training, recipe) -> dict:
         "peak_memory_reserved_mb": max(reserved) if reserved else None,
         "peak_memory_mb_per_rank": memory_per_rank,
         "world_size": training.world_size,
+        "inference_samples_per_s": final.get("eval_samples_per_second"),
     }
-    record["efficiency"]["inference_samples_per_s"] = final.get("eval_samples_per_second")
     record["adapter_size_mb"] = adapter_size_mb(trainer.model)
     record["predictions"] = [int(p) for p in prediction.predictions.reshape(-1)]
     record["labels"] = [int(y) for y in prediction.label_ids.reshape(-1)]
