@@ -63,6 +63,10 @@ class ResilientTrainer(Trainer):
     CHECK_EVERY = 8
     TRAINABLE_STATE = "trainable_state.safetensors"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._nonfinite, self._unchecked = None, 0  # losses not yet checked, kept on the device
+
     def _trained_model(self, model=None):
         model = model if model is not None else self.model
         return getattr(model, "_orig_mod", model)  # unwrap torch.compile
@@ -95,8 +99,8 @@ class ResilientTrainer(Trainer):
     def training_step(self, model, inputs, *args, **kwargs):
         loss = super().training_step(model, inputs, *args, **kwargs)
         nonfinite = ~torch.isfinite(loss.detach())
-        self._nonfinite = nonfinite if getattr(self, "_nonfinite", None) is None else self._nonfinite | nonfinite
-        self._unchecked = getattr(self, "_unchecked", 0) + 1
+        self._nonfinite = nonfinite if self._nonfinite is None else self._nonfinite | nonfinite
+        self._unchecked += 1
         if self._unchecked >= self.CHECK_EVERY:
             if bool(self._nonfinite):
                 raise NonFiniteLoss(f"the training loss became NaN or infinite by step {self.state.global_step + 1}")
