@@ -224,11 +224,13 @@ def build_parser(method: Optional[str] = None) -> _Parser:
 def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The settings the user typed, found by parsing once more with every default suppressed."""
     saved = {action.dest: action.default for action in parser._actions}
+    saved_parser_defaults, parser._defaults = parser._defaults, {}  # set_defaults() would count as typed
     try:
         for action in parser._actions:
             action.default = argparse.SUPPRESS
         typed, _ = parser.parse_known_args(argv, namespace=argparse.Namespace())
     finally:
+        parser._defaults = saved_parser_defaults
         for action in parser._actions:
             action.default = saved[action.dest]
     return set(vars(typed))

@@ -2,15 +2,16 @@
 
     python sweep.py --method lora --grid 1e-4,5e-4,1e-3 [any train flag, e.g. --max_train_samples 4000]
 
-Each rate is one run of the shared pipeline that trains on the training sentences minus a stratified
-5 % slice (fixed seed) and is scored on that slice. Every trial's results file goes under
-results/sweeps/<method>/, with a summary sweep-<UTC time>.json naming the chosen rate: the highest
-held-out accuracy, ties broken by the lower held-out loss.
+Each rate runs once per --seeds seed through the shared pipeline, training on the training sentences
+minus a stratified 5 % slice (fixed seed) and scored on that slice. Every trial's results file goes
+under results/sweeps/<method>/, with a summary sweep-<UTC time>.json naming the chosen rate: the
+highest mean held-out accuracy over the seeds, ties broken by the lower mean held-out loss.
 """
 
 import argparse
 import math
 import os
+import statistics
 import sys
 from datetime import datetime, timezone
 
@@ -25,80 +26,104 @@ def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--method", required=True, choices=list(METHODS), help="the method to tune")
     parser.add_argument("--grid", required=True, help="comma-separated learning rates, e.g. 1e-4,5e-4,1e-3")
+    parser.add_argument(
+        "--seeds",
+        default="42",
+        help="comma-separated seeds; a rate scores the mean over them (a rate that works "
+        "for one seed can collapse for another)",
+    )
     parser.add_argument("--holdout_fraction", type=float, default=0.05, help="share of training sentences held out")
     parser.add_argument("--results_dir", default="results", help="trials go to RESULTS_DIR/sweeps/<method>/")
     args, train_flags = parser.parse_known_args(argv)
     try:
         grid = [float(value) for value in args.grid.split(",")]
+        seeds = [int(value) for value in args.seeds.split(",")]
     except ValueError:
-        raise ConfigError(f"--grid {args.grid!r} must be comma-separated numbers.") from None
+        raise ConfigError(f"--grid {args.grid!r} and --seeds {args.seeds!r} must be comma-separated numbers.") from None
     if not grid or not all(rate > 0 and math.isfinite(rate) for rate in grid):
         raise ConfigError("--grid needs positive learning rates.")
-    for flag in ("--learning_rate", "--results_dir", "--run_name", "--method", "--holdout_fraction"):
+    for flag in ("--learning_rate", "--results_dir", "--run_name", "--method", "--holdout_fraction", "--seed"):
         if any(item == flag or item.startswith(flag + "=") for item in train_flags):
             raise ConfigError(f"sweep.py sets {flag} itself.")
-    return args, grid, train_flags
+    return args, grid, seeds, train_flags
+
+
+def run_trial(args, folder, run_name, rate, seed, train_flags):
+    """One run scored on the held-out slice. Returns (exit code, trial)."""
+    argv = ["--method", args.method, "--learning_rate", str(rate), "--seed", str(seed), "--results_dir", folder]
+    argv += ["--run_name", run_name, "--holdout_fraction", str(args.holdout_fraction), *train_flags]
+    code = run_experiment(argv)
+    record = read_record(os.path.join(folder, f"{run_name}.json"))
+    trial = {
+        "learning_rate": rate,
+        "seed": seed,
+        "run_name": run_name,
+        "status": (record or {}).get("status", "failed"),
+    }
+    if trial["status"] == "completed":
+        metrics = record["metrics"]
+        trial.update(
+            holdout_accuracy=metrics["eval_accuracy"],
+            holdout_loss=metrics["eval_loss"],
+            train_loss=metrics["train_loss"],
+        )
+    return code, trial
 
 
 def main(argv=None) -> int:
     try:
-        args, grid, train_flags = parse(sys.argv[1:] if argv is None else argv)
+        args, grid, seeds, train_flags = parse(sys.argv[1:] if argv is None else argv)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     folder = os.path.join(args.results_dir, "sweeps", args.method)
     stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-    trials = []
+    trials, rates = [], []
     for rate in grid:
-        run_name = f"{args.method}-lr{rate:g}-{stamp}"
-        code = run_experiment(
-            [
-                "--method",
-                args.method,
-                "--learning_rate",
-                str(rate),
-                "--results_dir",
-                folder,
-                "--run_name",
-                run_name,
-                "--holdout_fraction",
-                str(args.holdout_fraction),
-                *train_flags,
-            ]
-        )
-        record = read_record(os.path.join(folder, f"{run_name}.json"))
-        if code == 2:
-            return 2  # the flags are wrong for every rate alike
-        trial = {"learning_rate": rate, "run_name": run_name, "status": record.get("status") if record else "failed"}
-        if trial["status"] == "completed":
-            trial.update(
-                holdout_accuracy=record["metrics"]["eval_accuracy"],
-                holdout_loss=record["metrics"]["eval_loss"],
-                train_loss=record["metrics"]["train_loss"],
+        scores = []
+        for seed in seeds:
+            code, trial = run_trial(
+                args, folder, f"{args.method}-lr{rate:g}-seed{seed}-{stamp}", rate, seed, train_flags
             )
-        trials.append(trial)
-        print(f"sweep {args.method}: lr {rate:g} -> {trial.get('holdout_accuracy', trial['status'])}", flush=True)
+            if code == 2:
+                return 2  # the flags are wrong for every rate alike
+            trials.append(trial)
+            scores.append(trial)
+            print(
+                f"sweep {args.method}: lr {rate:g} seed {seed} -> {trial.get('holdout_accuracy', trial['status'])}",
+                flush=True,
+            )
+        if all(t["status"] == "completed" for t in scores):  # a rate that crashes for any seed is out
+            rates.append(
+                {
+                    "learning_rate": rate,
+                    "mean_holdout_accuracy": statistics.fmean(t["holdout_accuracy"] for t in scores),
+                    "min_holdout_accuracy": min(t["holdout_accuracy"] for t in scores),
+                    "mean_holdout_loss": statistics.fmean(t["holdout_loss"] for t in scores),
+                }
+            )
 
-    scored = [t for t in trials if t["status"] == "completed"]
-    if not scored:
-        print(f"error: every trial of the sweep failed; see {folder}.", file=sys.stderr)
+    if not rates:
+        print(f"error: every rate of the sweep failed; see {folder}.", file=sys.stderr)
         return 1
-    best = max(scored, key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
+    best = max(rates, key=lambda r: (r["mean_holdout_accuracy"], -r["mean_holdout_loss"]))
     summary = {
         "schema_version": 1,
         "kind": "sweep",
         "method": args.method,
         "grid": grid,
+        "seeds": seeds,
         "holdout_fraction": args.holdout_fraction,
         "train_flags": train_flags,
         "trials": trials,
+        "rates": rates,
         "chosen_learning_rate": best["learning_rate"],
     }
     path = os.path.join(folder, f"sweep-{stamp}.json")
     write_json_atomic(path, summary)
     print(
         f"chosen for {args.method}: {best['learning_rate']:g} "
-        f"(held-out accuracy {best['holdout_accuracy']:.2%}) -> {path}"
+        f"(mean held-out accuracy {best['mean_holdout_accuracy']:.2%} over {len(seeds)} seed(s)) -> {path}"
     )
     return 0
 

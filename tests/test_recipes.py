@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_argv, toy_sentences
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from config import FAST_ON_GPU, ExperimentArguments, parse_args, recipe_settings
+from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ExperimentArguments, parse_args, recipe_settings
 from experiment import main
 from methods import apply_method
 from utils import read_json
@@ -66,6 +66,16 @@ def test_the_user_s_flags_win_over_the_recipe():
         "warmup_steps",
     ):
         assert getattr(fast, name) == getattr(original, name)
+
+
+@pytest.mark.parametrize("method", sorted(TUNED_LEARNING_RATES))
+def test_learning_rate_presets(method):
+    _, original, _ = parse_args(["--method", method, "--use_cpu"])
+    _, tuned, _ = parse_args(["--method", method, "--use_cpu", "--lr_preset", "tuned"])
+    _, typed, _ = parse_args(["--method", method, "--use_cpu", "--lr_preset", "tuned", "--learning_rate", "7e-5"])
+    assert original.learning_rate == 1e-6  # the original's rate, for every method
+    assert tuned.learning_rate == TUNED_LEARNING_RATES[method]
+    assert typed.learning_rate == 7e-5  # what the user types always wins
 
 
 @pytest.mark.parametrize("method", ["full", "prefix"])

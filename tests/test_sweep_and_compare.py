@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 import compare
 import sweep
 from utils import read_json
@@ -23,28 +25,20 @@ def shared_flags(model, data):
 
 
 def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tmp_path):
-    assert (
-        sweep.main(
-            [
-                "--method",
-                "full",
-                "--grid",
-                "1e-4,3e-3",
-                "--results_dir",
-                str(tmp_path),
-                *shared_flags(tiny_model, tiny_data),
-            ]
-        )
-        == 0
-    )
+    flags = ["--method", "full", "--grid", "1e-4,3e-3", "--seeds", "1,2", "--results_dir", str(tmp_path)]
+    assert sweep.main([*flags, *shared_flags(tiny_model, tiny_data)]) == 0
     folder = tmp_path / "sweeps" / "full"
     (summary_path,) = folder.glob("sweep-*.json")
     summary = read_json(summary_path)
-    assert [t["learning_rate"] for t in summary["trials"]] == [1e-4, 3e-3]
-    best = max(summary["trials"], key=lambda t: (t["holdout_accuracy"], -t["holdout_loss"]))
+    assert [(t["learning_rate"], t["seed"]) for t in summary["trials"]] == [(1e-4, 1), (1e-4, 2), (3e-3, 1), (3e-3, 2)]
+    for rate in summary["rates"]:  # each rate scores the mean over its seeds
+        runs = [t for t in summary["trials"] if t["learning_rate"] == rate["learning_rate"]]
+        assert rate["mean_holdout_accuracy"] == pytest.approx(sum(t["holdout_accuracy"] for t in runs) / 2)
+    best = max(summary["rates"], key=lambda r: (r["mean_holdout_accuracy"], -r["mean_holdout_loss"]))
     assert summary["chosen_learning_rate"] == best["learning_rate"]
     for trial in summary["trials"]:
         record = read_json(folder / f"{trial['run_name']}.json")
+        assert record["config"]["training_arguments"]["seed"] == trial["seed"]
         assert record["data"]["eval_split"] == "holdout"
         assert record["data"]["eval_sentences"] == 5 and record["data"]["train_sentences"] == 91  # 5 % of 96
         assert record["metrics"]["eval_total"] == 5  # not the 40 dev sentences
