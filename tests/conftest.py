@@ -64,12 +64,17 @@ def tiny_model(tmp_path_factory):
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny-bert")))
 
 
+def write_toy_sst2(folder, train=96, dev=40, seed=1):
+    """A folder in GLUE's SST-2 format with the toy task: train.tsv and dev.tsv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tsv(folder / "train.tsv", toy_sentences(train, seed=seed))
+    write_tsv(folder / "dev.tsv", toy_sentences(dev, seed=seed + 1))
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sst2")
-    write_tsv(folder / "train.tsv", toy_sentences(96, seed=1))
-    write_tsv(folder / "dev.tsv", toy_sentences(40, seed=2))
-    return str(folder)
+    return write_toy_sst2(tmp_path_factory.mktemp("sst2"))
 
 
 def tiny_argv(model, data, results, *extra):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
+from conftest import ROOT, tiny_argv, write_toy_sst2
 
 import resilience
 from experiment import main
@@ -22,10 +22,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS
 @pytest.fixture(scope="module")
 def bigger_data(tmp_path_factory):
     """Enough sentences that an epoch lasts long enough to be caught in the middle (75 steps)."""
-    folder = tmp_path_factory.mktemp("sst2-bigger")
-    write_tsv(folder / "train.tsv", toy_sentences(1200, seed=11))
-    write_tsv(folder / "dev.tsv", toy_sentences(40, seed=12))
-    return str(folder)
+    return write_toy_sst2(tmp_path_factory.mktemp("sst2-bigger"), train=1200, seed=11)
 
 
 def start(script, argv):
