@@ -198,24 +198,17 @@ def bar_panel(axis, table, key):
     methods = list(table)
     means = [table[m][key]["mean"] for m in methods]
     stds = [table[m][key]["std"] or 0 for m in methods]
-    bars = axis.bar(
-        range(len(methods)),
-        [m or 0 for m in means],
-        yerr=stds,
-        capsize=4,
-        color=[colour(m) for m in methods],
-    )
-    for bar, mean in zip(bars, means):
-        text = "n/a" if mean is None else (f"{mean:.3g}" if abs(mean) < 1000 else f"{mean:,.0f}")
-        axis.annotate(
-            text,
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            xytext=(0, 3),
-            textcoords="offset points",
-            fontsize=8,
-        )
+    if all(mean is None for mean in means):  # e.g. GPU memory of runs on a CPU
+        axis.text(0.5, 0.5, "not measured\n(runs on a CPU)", transform=axis.transAxes, ha="center", va="center")
+        axis.set_yticks([])
+    else:
+        colours = [colour(m) for m in methods]
+        bars = axis.bar(range(len(methods)), [m or 0 for m in means], yerr=stds, capsize=4, color=colours)
+        for bar, mean, std in zip(bars, means, stds):
+            text = "n/a" if mean is None else (f"{mean:.3g}" if abs(mean) < 1000 else f"{mean:,.0f}")
+            top = (bar.get_x() + bar.get_width() / 2, bar.get_height() + std)  # above the error bar
+            axis.annotate(text, top, ha="center", va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8)
+        axis.margins(y=0.15)
     crowded = len(methods) > 4  # eight methods side by side: slanted names do not overlap
     names = [m.replace(" @ ", "\n") for m in methods]
     axis.set_xticks(
@@ -227,7 +220,6 @@ def bar_panel(axis, table, key):
     )
     axis.set_title(title)
     axis.set_ylabel(label)
-    axis.margins(y=0.15)
 
 
 def bar_figure(table, keys, path, title):
