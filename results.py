@@ -72,6 +72,5 @@ def load_results(results_dir):
         if reason:
             skipped.append((path, reason))
         else:
-            record["_path"] = path
             records.append(record)
     return records, skipped
