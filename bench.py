@@ -5,7 +5,7 @@
 
 Speed and memory of BERT-base do not depend on its weight values, so a random init measures
 bert-base-uncased. Each configuration runs the real pipeline (config.parse_args, methods, the
-Trainer with the recipe's settings and collator) on sentences whose lengths follow SST-2's
+pipeline's Trainer with the recipe's settings and collator) on sentences whose lengths follow SST-2's
 train set: read from --data_dir (with --model_name_or_path's tokenizer), else drawn from
 SST2_TRAIN_LENGTHS. Prints a table and writes results/bench/bench-<UTC time>.json.
 """
@@ -31,13 +31,12 @@ from transformers import (
     BertTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
-    Trainer,
     TrainerCallback,
 )
 
 from config import ConfigError, parse_args
 from data_loader import load_sst2, tokenize
-from experiment import longest_input
+from experiment import ExperimentTrainer, longest_input
 from methods import METHODS, apply_method
 from utils import environment, peak_memory_mb, reset_peak_memory, write_json_atomic
 
@@ -309,7 +308,7 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
             bench.results_dir, f"trace-{method}-{recipe}{'-' + compile_mode if compile_mode else ''}.json"
         )
         callbacks.append(StepProfiler(bench.warmup_steps, trace))
-    trainer = Trainer(
+    trainer = ExperimentTrainer(
         model=model,
         args=training,
         train_dataset=data,

@@ -73,6 +73,8 @@ class ResilientTrainer(Trainer):
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # the Trainer calls _save on every rank; two writers race on one file
+            return
         from peft import PeftModel
         from safetensors.torch import save_file
 

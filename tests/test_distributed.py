@@ -1,10 +1,12 @@
-"""Data parallel through the Trainer's own support: two CPU processes (gloo) on the tiny model."""
+"""Data parallel through the Trainer's own support: two CPU processes (gloo) on the tiny model,
+launched by torchrun and by accelerate launch."""
 
 import os
 import socket
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, tiny_argv
 
 from utils import read_json
@@ -16,18 +18,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_torchrun_with_two_processes_writes_one_result(tiny_model, tiny_data, tmp_path):
+def launcher(name, port):
+    if name == "torchrun":
+        return ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"] + [
+            "--master_port",
+            str(port),
+        ]
+    return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"] + [
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+
+
+@pytest.mark.parametrize("name", ["torchrun", "accelerate"])
+def test_two_processes_write_one_result(name, tiny_model, tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
+        *launcher(name, free_port()),
         "train_prefix.py",
         *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp"),
     ]
@@ -41,3 +53,5 @@ def test_torchrun_with_two_processes_writes_one_result(tiny_model, tiny_data, tm
     assert record["efficiency"]["peak_memory_mb_per_rank"] == [None, None]  # one entry per rank; CPU has none
     assert record["metrics"]["eval_total"] == 40 and len(record["predictions"]) == 40
     assert done.stdout.count("ddp: accuracy") == 1  # one summary line, from rank 0
+    checkpoint = tmp_path / "checkpoints" / "ddp" / "checkpoint-6"
+    assert (checkpoint / "trainable_state.safetensors").is_file()  # written by rank 0 alone, so not torn

@@ -174,3 +174,24 @@ def test_bench_profile_writes_a_trace(tmp_path):
     assert bench.main([*flags, "--results_dir", str(tmp_path)]) == 0
     trace = json.loads((tmp_path / "trace-prefix-fast.json").read_text())
     assert any(event.get("name", "").startswith("aten::") for event in trace["traceEvents"])
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_the_pipeline_trainer_counts_parameters_once(method, tiny_model, tokenizer, tmp_path, monkeypatch):
+    """Its FLOPs estimate equals the Trainer's, without re-walking the model at every step."""
+    from transformers import Trainer, TrainingArguments
+
+    from experiment import ExperimentTrainer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    plain, ours = Trainer(model=model, args=args), ExperimentTrainer(model=model, args=args)
+    batches = [tokenizer(["good", "the plot was dull and boring"], padding=True, return_tensors="pt") for _ in range(3)]
+    expected = [plain.floating_point_ops(batch) for batch in batches]
+    assert all(flops > 0 for flops in expected)
+
+    counted, count = [], model.num_parameters
+    monkeypatch.setattr(model, "num_parameters", lambda *a, **k: counted.append(1) or count(*a, **k))
+    assert [ours.floating_point_ops(batch) for batch in batches] == expected
+    assert len(counted) == 1

@@ -162,3 +162,22 @@ def test_check_env_proves_prefix_tuning_works():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "prefix tuning on BERT: works" in done.stdout
     assert "transformers" in done.stdout and "bf16" in done.stdout
+
+
+@pytest.mark.parametrize("writer", [True, False])
+def test_only_the_writer_rank_saves_the_trainable_state(writer, tiny_model, tmp_path, monkeypatch):
+    """The Trainer calls _save on every rank of a data-parallel run; only one may write the file."""
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from config import ExperimentArguments
+    from methods import apply_method
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, "prefix", ExperimentArguments(method="prefix", num_virtual_tokens=4))
+    trainer = resilience.ResilientTrainer(
+        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    )
+    monkeypatch.setattr(TrainingArguments, "should_save", property(lambda self: writer))
+    trainer._save(str(tmp_path / "checkpoint"))
+    saved = tmp_path / "checkpoint" / resilience.ResilientTrainer.TRAINABLE_STATE
+    assert saved.is_file() == writer
