@@ -36,7 +36,7 @@ from transformers import (
 
 from config import ConfigError, parse_args
 from data_loader import load_sst2, tokenize
-from experiment import ExperimentTrainer, longest_input
+from experiment import PROBLEM_TYPE, ExperimentTrainer, longest_input
 from methods import METHODS, apply_method
 from utils import environment, peak_memory_mb, reset_peak_memory, write_json_atomic
 
@@ -218,11 +218,18 @@ class StepProfiler(TrainerCallback):
 def model_factory(bench):
     """A function that builds a fresh model with the same weights each time."""
     if bench.model_name_or_path:
-        return lambda: AutoModelForSequenceClassification.from_pretrained(bench.model_name_or_path, num_labels=2)
-    config = BertConfig(num_labels=2)
+        return lambda: AutoModelForSequenceClassification.from_pretrained(
+            bench.model_name_or_path, num_labels=2, problem_type=PROBLEM_TYPE
+        )
+    config = BertConfig(num_labels=2, problem_type=PROBLEM_TYPE)
     if bench.quick:
         config = BertConfig(
-            num_labels=2, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256
+            num_labels=2,
+            problem_type=PROBLEM_TYPE,
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=256,
         )
     return lambda: BertForSequenceClassification(config)
 
@@ -314,6 +321,7 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
         train_dataset=data,
         callbacks=callbacks,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
+        compile_dynamic=experiment.torch_compile_dynamic,
     )
     reset_peak_memory()
     trainer.train()

@@ -76,7 +76,8 @@ FAST_ON_GPU = dict(
     bf16=True,
     torch_compile=True,
     torch_compile_mode="reduce-overhead",  # CUDA graphs: one launch per step instead of hundreds
-    pad_to_multiple_of=16,  # a handful of lengths, so compiled graphs are reused, not recompiled
+    pad_to_multiple_of=16,  # a handful of lengths, so CUDA graphs are reused, not recorded anew
+    torch_compile_dynamic=True,  # one compile for every length and the short last batch, not one per shape
     optim="adamw_torch_fused",  # one kernel for the update instead of one per parameter tensor
     per_device_eval_batch_size=512,
     dataloader_num_workers=2,  # collate the next batch while the GPU runs this one
@@ -133,6 +134,14 @@ class ExperimentArguments:
     )
     pad_to_multiple_of: Optional[int] = field(
         default=None, metadata={"help": "Pad each batch up to a multiple of this many tokens (set by the recipe)."}
+    )
+    torch_compile_dynamic: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "With --torch_compile: compile once for symbolic shapes (True), or per shape (False); unset: "
+            "torch's default, which compiles for the first shape and again when a dimension changes (set by the "
+            "recipe)."
+        },
     )
     num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt-learning methods: number of virtual tokens."})
     prefix_projection: bool = field(

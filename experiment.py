@@ -43,6 +43,8 @@ from utils import (
 )
 
 LABELS = {0: "negative", 1: "positive"}
+# What BERT would set on its first forward; set before it, so torch.compile does not recompile on step two.
+PROBLEM_TYPE = "single_label_classification"
 
 
 class ModelError(RuntimeError):
@@ -50,12 +52,24 @@ class ModelError(RuntimeError):
 
 
 class ExperimentTrainer(ResilientTrainer):
-    """The pipeline's Trainer (bench.py times this same class): ResilientTrainer, without one per-step host cost.
+    """The pipeline's Trainer (bench.py times this same class): ResilientTrainer, plus two speed hooks.
 
-    The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
-    module and parameter: about 0.5 ms of host time per step on BERT-base, measured on CPU, which a
-    CUDA-graph step cannot hide. The count never changes while training, so it is taken once per model.
+    - compile_dynamic goes to torch.compile (through accelerate's dynamo plugin, which the Trainer
+      builds but does not expose).
+    - The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
+      module and parameter: about 0.5 ms of host time per step on BERT-base, measured on CPU, which a
+      CUDA-graph step cannot hide. The count never changes while training, so it is taken once per model.
     """
+
+    def __init__(self, *args, compile_dynamic=None, **kwargs):
+        self._compile_dynamic = compile_dynamic  # before super().__init__, which builds the accelerator
+        super().__init__(*args, **kwargs)
+
+    def _build_accelerator_args(self, **kwargs):
+        args = super()._build_accelerator_args(**kwargs)
+        if self._compile_dynamic is not None and "dynamo_plugin" in args:
+            args["dynamo_plugin"].dynamic = self._compile_dynamic
+        return args
 
     _counted = (None, 0)  # (the model counted, its non-embedding parameters)
 
@@ -75,7 +89,11 @@ def load_model_and_tokenizer(name_or_path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+            name_or_path,
+            num_labels=2,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+            problem_type=PROBLEM_TYPE,
         )
     except (OSError, ValueError) as error:
         if os.path.isdir(name_or_path):
@@ -178,6 +196,7 @@ def run(experiment, training, recipe) -> dict:
         compute_metrics=accuracy_metrics,
         preprocess_logits_for_metrics=argmax_logits,
         callbacks=[recorder, stopper],
+        compile_dynamic=experiment.torch_compile_dynamic,
     )
     if checkpoint:
         segment["start_step"] = int(os.path.basename(checkpoint).split("-")[1])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_argv, toy_sentences
+from conftest import tiny_argv, toy_sentences, write_tsv
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ExperimentArguments, parse_args, recipe_settings
@@ -29,6 +29,7 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
     settings = recipe_settings("fast", on_gpu=True)
     assert settings["bf16"] and settings["torch_compile"] and settings["optim"] == "adamw_torch_fused"
     assert settings["pad_to_multiple_of"] == 16 and not settings["pad_to_max_length"]
+    assert settings["torch_compile_dynamic"] is True  # one compile for every bucket
     assert not settings["logging_nan_inf_filter"]  # its isnan check is a host sync per step
     assert settings["accelerator_config"] == {"non_blocking": True}
     assert set(FAST_ON_GPU) <= set(settings)
@@ -130,25 +131,39 @@ def test_outputs_do_not_depend_on_the_bucket(method, tiny_model, tokenizer):
         torch.testing.assert_close(other, logits[0], atol=1e-5, rtol=1e-4)
 
 
-def test_the_compiled_path_runs_on_a_cpu(tiny_model, tiny_data, tmp_path):
-    """The GPU recipe's compile and buckets, exercised where CI can run them."""
+def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(tiny_model, tmp_path):
+    """The GPU recipe's compile and buckets, exercised where CI can run them: lengths that span three
+    buckets and an epoch's short last batch still make one compiled graph, not one per shape."""
+    from torch._dynamo.utils import counters
+
+    rows = [(sentence * (1 + i % 3), label) for i, (sentence, label) in enumerate(toy_sentences(100, seed=5))]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tsv(data / "train.tsv", rows)  # 100 sentences: six batches of 16 and one of 4
+    write_tsv(data / "dev.tsv", rows[:20])
     flags = [
         "--torch_compile",
+        "--torch_compile_dynamic",
+        "True",
         "--pad_to_multiple_of",
         "16",
-        "--max_steps",
-        "4",
+        "--num_train_epochs",
+        "1",
+        "--save_strategy",
+        "no",
         "--run_name",
         "compiled",
         "--optim",
         "adamw_torch_fused",
-        "--per_device_eval_batch_size",
-        "64",
     ]
-    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method="prefix") == 0
+    torch._dynamo.reset()
+    counters.clear()
+    assert main(tiny_argv(tiny_model, str(data), tmp_path, *flags), method="full") == 0
+    assert counters["stats"]["unique_graphs"] == 1
     record = read_json(tmp_path / "compiled.json")
     assert record["config"]["training_arguments"]["torch_compile"] is True
-    assert record["efficiency"]["train_steps"] == 4
+    assert record["config"]["torch_compile_dynamic"] is True
+    assert record["efficiency"]["train_steps"] == 7
 
 
 def test_bench_quick_on_cpu_writes_its_json(tmp_path, capsys):
