@@ -14,6 +14,8 @@ import gc
 import math
 import os
 import random
+import re
+import shlex
 import sys
 import tempfile
 import time
@@ -117,9 +119,12 @@ class BenchArguments:
     recipes: str = field(
         default="original,fast", metadata={"help": "Comma-separated recipes; the first is the baseline."}
     )
-    fast_compile_modes: Optional[str] = field(
+    variants: Optional[str] = field(
         default=None,
-        metadata={"help": "GPU only: also measure the fast recipe under these torch.compile modes (e.g. 'default')."},
+        metadata={
+            "help": "Semicolon-separated sets of train flags, each measured as one more row of the fast recipe "
+            "with those flags on top, e.g. '--torch_compile_dynamic False;--torch_compile_mode default'."
+        },
     )
     model_name_or_path: Optional[str] = field(
         default=None,
@@ -269,7 +274,7 @@ def pad_to_max_length(dataset, tokenizer, max_length):
     return dataset.map(pad)
 
 
-def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentences, scratch):
+def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch):
     steps = bench.warmup_steps + bench.measure_steps
     argv = [
         "--method",
@@ -297,9 +302,9 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
     ]
     if bench.use_cpu:
         argv.append("--use_cpu")
-    if compile_mode:
-        argv += ["--torch_compile_mode", compile_mode]
+    argv += shlex.split(variant or "")
     experiment, training, settings = parse_args(argv)
+    ran = {**training.to_dict(), **asdict(experiment)}
 
     torch.manual_seed(bench.seed)
     model = apply_method(make_model(), method, experiment)
@@ -311,9 +316,8 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
     callbacks = [timer]
     if bench.profile:
         os.makedirs(bench.results_dir, exist_ok=True)
-        trace = os.path.join(
-            bench.results_dir, f"trace-{method}-{recipe}{'-' + compile_mode if compile_mode else ''}.json"
-        )
+        suffix = "-" + re.sub(r"[^A-Za-z0-9]+", "_", variant).strip("_") if variant else ""
+        trace = os.path.join(bench.results_dir, f"trace-{method}-{recipe}{suffix}.json")
         callbacks.append(StepProfiler(bench.warmup_steps, trace))
     trainer = ExperimentTrainer(
         model=model,
@@ -331,7 +335,8 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
     steps_per_epoch = math.ceil(SST2_TRAIN_SENTENCES / bench.batch_size)
     row = {
         "method": method,
-        "recipe": recipe + (f" ({compile_mode})" if compile_mode else ""),
+        "recipe": recipe,
+        "variant": variant,
         "ms_per_step": round(ms_per_step, 3),
         "warmup_s": round(warmup_s, 2),
         "compile_overhead_s": round(max(0.0, warmup_s - bench.warmup_steps * ms_per_step / 1000), 2),
@@ -340,7 +345,7 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
         "projected_protocol_s": round(
             warmup_s + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000, 1
         ),
-        "settings": {**settings, "max_length": max_length},
+        "settings": {**{name: ran[name] for name in settings}, "max_length": max_length},  # as run, variant included
     }
     del trainer, model
     gc.collect()
@@ -350,22 +355,28 @@ def measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentence
     return row
 
 
+def recipe_label(recipe, variant):
+    return f"{recipe} {variant}" if variant else recipe
+
+
 def print_table(rows):
+    width = max([26] + [len(recipe_label(row["recipe"], row.get("variant"))) for row in rows])
     header = (
-        f"{'method':<8} {'recipe':<26} {'ms/step':>8} {'warm-up s':>9} {'samples/s':>9} {'peak MB':>8} "
+        f"{'method':<8} {'recipe':<{width}} {'ms/step':>8} {'warm-up s':>9} {'samples/s':>9} {'peak MB':>8} "
         f"{'reserved MB':>11} {'10 epochs':>10} {'speed-up':>8}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
+        recipe = recipe_label(row["recipe"], row.get("variant"))
         if "error" in row:
-            print(f"{row['method']:<8} {row['recipe']:<26} failed: {row['error'][:80]}")
+            print(f"{row['method']:<8} {recipe:<{width}} failed: {row['error'][:80]}")
             continue
         memory = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
         reserved = "n/a" if row["peak_memory_reserved_mb"] is None else f"{row['peak_memory_reserved_mb']:.0f}"
         projected = f"{row['projected_protocol_s'] / 60:.1f} min"
         print(
-            f"{row['method']:<8} {row['recipe']:<26} {row['ms_per_step']:>8.2f} {row['warmup_s']:>9.1f} "
+            f"{row['method']:<8} {recipe:<{width}} {row['ms_per_step']:>8.2f} {row['warmup_s']:>9.1f} "
             f"{row['samples_per_s']:>9.0f} "
             f"{memory:>8} {reserved:>11} {projected:>10} {row['speedup']:>7.2f}x"
         )
@@ -377,7 +388,6 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    on_gpu = torch.cuda.is_available() and not bench.use_cpu
     rng = random.Random(bench.seed)
     make_model = model_factory(bench)
     steps = bench.warmup_steps + bench.measure_steps
@@ -402,31 +412,23 @@ def main(argv=None) -> int:
 
         rows = []
         recipes = [(r, None) for r in bench.recipes.split(",")]
-        if on_gpu and bench.fast_compile_modes:
-            recipes += [("fast", mode) for mode in bench.fast_compile_modes.split(",")]
+        recipes += [("fast", v.strip()) for v in (bench.variants or "").split(";") if v.strip()]
         path = os.path.join(bench.results_dir, f"bench-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.json")
         for method in bench.methods.split(","):
             baseline = None
-            for recipe, compile_mode in recipes:
-                label = f"{method} / {recipe}{f' ({compile_mode})' if compile_mode else ''}"
+            for recipe, variant in recipes:
+                label = f"{method} / {recipe_label(recipe, variant)}"
                 print(f"measuring {label} ...", flush=True)
                 try:
-                    row = measure(bench, method, recipe, compile_mode, make_model, tokenizer, sentences, scratch)
+                    row = measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch)
+                    baseline = baseline or row["ms_per_step"]
+                    row["speedup"] = round(baseline / row["ms_per_step"], 3)
+                    print(f"{label}: {row['ms_per_step']:.2f} ms/step, peak {row['peak_memory_mb']} MB", flush=True)
                 except Exception as error:  # one broken configuration must not hide the others' numbers
                     print(f"{label} failed: {type(error).__name__}: {str(error).strip()[:500]}", flush=True)
-                    rows.append(
-                        {
-                            "method": method,
-                            "recipe": recipe,
-                            "compile_mode": compile_mode,
-                            "error": f"{type(error).__name__}: {str(error).strip()[:2000]}",
-                        }
-                    )
-                    continue
-                baseline = baseline or row["ms_per_step"]
-                row["speedup"] = round(baseline / row["ms_per_step"], 3)
+                    message = f"{type(error).__name__}: {str(error).strip()[:2000]}"
+                    row = {"method": method, "recipe": recipe, "variant": variant, "error": message}
                 rows.append(row)
-                print(f"{label}: {row['ms_per_step']:.2f} ms/step, peak {row['peak_memory_mb']} MB", flush=True)
                 # Rewritten after every row, so a run cut short still leaves its measurements.
                 write_json_atomic(
                     path,

@@ -210,3 +210,17 @@ def test_the_pipeline_trainer_counts_parameters_once(method, tiny_model, tokeniz
     monkeypatch.setattr(model, "num_parameters", lambda *a, **k: counted.append(1) or count(*a, **k))
     assert [ours.floating_point_ops(batch) for batch in batches] == expected
     assert len(counted) == 1
+
+
+def test_bench_variants_add_rows_and_a_bad_one_fails_alone(tmp_path, capsys):
+    import bench
+
+    flags = ["--quick", "--use_cpu", "--methods", "full", "--recipes", "fast"]
+    variants = ["--variants", "--pad_to_max_length True;--no_such_flag 1"]
+    assert bench.main([*flags, *variants, "--results_dir", str(tmp_path)]) == 1
+    (path,) = tmp_path.glob("bench-*.json")
+    plain, padded, bad = json.loads(path.read_text())["rows"]
+    assert plain["variant"] is None and plain["settings"]["pad_to_max_length"] is False
+    assert padded["variant"] == "--pad_to_max_length True" and padded["settings"]["pad_to_max_length"] is True
+    assert padded["ms_per_step"] > 0 and "no_such_flag" in bad["error"]
+    assert "fast --pad_to_max_length True" in capsys.readouterr().out
