@@ -8,6 +8,7 @@ config.ExperimentArguments, and its tuned learning rate goes in config.TUNED_LEA
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import torch
 from peft import (
     IA3Config,
     LoraConfig,
@@ -97,8 +98,17 @@ def apply_method(model, name: str, args):
     """Returns the model to train, with only the method's parameters requiring gradients."""
     method = METHODS[name]
     if method.peft_config is not None:
-        return get_peft_model(model, method.peft_config(args))
-    if method.trainable is not None:
+        model = get_peft_model(model, method.peft_config(args))
+    elif method.trainable is not None:
         for parameter_name, parameter in model.named_parameters():
             parameter.requires_grad_(method.trainable(parameter_name))
+    if args.bf16_frozen_weights:
+        # bf16 autocast rounds every matmul's weights to bf16 at each step anyway; frozen weights never
+        # update, so storing them rounded once halves their memory. What trains stays fp32.
+        for module in model.modules():
+            if "norm" in type(module).__name__.lower():
+                continue  # normalisation runs in fp32 under autocast, and a mixed-dtype one fails on CPU
+            for parameter in module.parameters(recurse=False):
+                if not parameter.requires_grad and parameter.is_floating_point():
+                    parameter.data = parameter.data.to(torch.bfloat16)
     return model

@@ -60,21 +60,29 @@ def intended(method, name):
     }.get(method, "prompt_encoder" in name) or "modules_to_save" in name
 
 
+@pytest.mark.parametrize("bf16_frozen", [False, True])
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_training_moves_exactly_the_method_s_parameters(method, tiny_model):
+def test_training_moves_exactly_the_method_s_parameters(method, bf16_frozen, tiny_model):
+    """Also with the GPU recipe's frozen weights in bf16, under bf16 autocast as the Trainer runs it."""
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
-    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4))
+    args = ExperimentArguments(method=method, num_virtual_tokens=4, bf16_frozen_weights=bf16_frozen)
+    model = apply_method(model, method, args)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {name for name in before if intended(method, name)}
+    for name, p in model.named_parameters():
+        stored_in_bf16 = bf16_frozen and name not in trainable and "LayerNorm" not in name
+        assert p.dtype == (torch.bfloat16 if stored_in_bf16 else torch.float32), name
 
     rows = toy_sentences(32, seed=4)
     batch = tokenizer([s for s, _ in rows], padding=True, return_tensors="pt")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):  # LoRA's A moves only once B is no longer zero
-        model(**batch, labels=torch.tensor([y for _, y in rows])).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_frozen):
+            loss = model(**batch, labels=torch.tensor([y for _, y in rows])).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     for name, p in model.named_parameters():
@@ -82,3 +90,21 @@ def test_training_moves_exactly_the_method_s_parameters(method, tiny_model):
             assert not torch.equal(p, before[name]), f"{name} did not train"
         else:
             assert torch.equal(p, before[name]), f"frozen {name} changed"
+
+
+@pytest.mark.parametrize("method", ["prefix", "lora", "bitfit"])
+def test_frozen_weights_in_bf16_compute_what_autocast_computes(method, tiny_model):
+    """Autocast rounds matmul weights to bf16 anyway, so storing frozen ones in bf16 barely moves the outputs."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tokenizer([s for s, _ in toy_sentences(32, seed=4)], padding=True, return_tensors="pt")
+    states = []  # the last layer's hidden states: unit scale after LayerNorm, unlike a random head's logits
+    for bf16_frozen in (False, True):
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+        args = ExperimentArguments(method=method, num_virtual_tokens=4, bf16_frozen_weights=bf16_frozen)
+        model = apply_method(model, method, args).eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            states.append(model(**batch, output_hidden_states=True).hidden_states[-1].float())
+    spread = states[0].std().item()
+    assert spread > 0.5  # outputs of real scale, so the agreement below means something
+    torch.testing.assert_close(states[1], states[0], atol=spread / 20, rtol=0)

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_argv, toy_sentences, write_tsv
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ExperimentArguments, parse_args, recipe_settings
+from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ConfigError, ExperimentArguments, parse_args, recipe_settings
 from experiment import main
 from methods import apply_method
 from utils import read_json
@@ -30,12 +30,26 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
     assert settings["bf16"] and settings["torch_compile"] and settings["optim"] == "adamw_torch_fused"
     assert settings["pad_to_multiple_of"] == 16 and not settings["pad_to_max_length"]
     assert settings["torch_compile_dynamic"] is True  # one compile for every bucket
+    assert settings["bf16_frozen_weights"] is True
     assert not settings["logging_nan_inf_filter"]  # its isnan check is a host sync per step
     assert settings["accelerator_config"] == {"non_blocking": True}
     assert set(FAST_ON_GPU) <= set(settings)
     # On a CPU, steps are compute-bound: dynamic padding, no compile, fp32.
     cpu = recipe_settings("fast", on_gpu=False)
     assert not cpu["pad_to_max_length"] and "torch_compile" not in cpu and "bf16" not in cpu
+
+
+def test_frozen_weights_in_bf16_follow_the_user_s_bf16(monkeypatch):
+    import config
+
+    experiment, training, _ = parse_args(["--method", "prefix", "--use_cpu", "--bf16", "True", "--bf16_frozen_weights"])
+    assert training.bf16 and experiment.bf16_frozen_weights
+    with pytest.raises(ConfigError, match="needs --bf16"):
+        parse_args(["--method", "prefix", "--use_cpu", "--bf16_frozen_weights", "True"])
+    # A recipe that sets both (as the GPU's fast one does) steps aside when the user turns bf16 off.
+    monkeypatch.setitem(config.RECIPES, "fast", {**config.RECIPES["fast"], "bf16": True, "bf16_frozen_weights": True})
+    experiment, training, _ = parse_args(["--method", "prefix", "--use_cpu", "--bf16", "False"])
+    assert not training.bf16 and not experiment.bf16_frozen_weights
 
 
 def test_the_user_s_flags_win_over_the_recipe():
