@@ -108,9 +108,12 @@ def load_model_and_tokenizer(name_or_path):
 
 
 def longest_input(model, experiment) -> int:
-    """max_seq_length, shortened where virtual tokens would push positions past the model's table."""
+    """max_seq_length, shortened where virtual tokens or padding would push positions past the model's table."""
     positions = getattr(model.config, "max_position_embeddings", experiment.max_seq_length)
-    return min(experiment.max_seq_length, positions - METHODS[experiment.method].virtual_tokens(experiment))
+    room = positions - METHODS[experiment.method].virtual_tokens(experiment)
+    if experiment.pad_to_multiple_of:  # a batch is padded up to the next multiple, which must fit too
+        room -= room % experiment.pad_to_multiple_of
+    return min(experiment.max_seq_length, room)
 
 
 def epoch_history(log_history):

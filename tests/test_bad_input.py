@@ -114,13 +114,15 @@ def test_bad_data_names_the_file(breakage, message, tiny_model, tmp_path, earlie
     assert snapshot(results) == before
 
 
-def test_a_dev_sentence_longer_than_the_model_is_truncated_and_reported(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("multiple, room", [(None, 44), ("16", 32)])  # 64 positions - 20 virtual tokens
+def test_a_dev_sentence_longer_than_the_model_is_truncated_and_reported(multiple, room, tiny_model, tmp_path, capsys):
+    """Also when batches are padded up to a multiple of 16 tokens: 44 would pad to 48, past the table."""
     data = make_data(tmp_path / "data", dev=[*toy_sentences(7, seed=2), ("good " * 80, 1)])
-    argv = tiny_argv(tiny_model, str(data), tmp_path, "--max_seq_length", "512", "--run_name", "long")
-    assert main(argv, method="prefix") == 0
-    assert "1 of 8 dev sentences are longer than 44 tokens" in capsys.readouterr().out  # 64 positions - 20 virtual
+    flags = ["--max_seq_length", "512", "--run_name", "long"] + (["--pad_to_multiple_of", multiple] if multiple else [])
+    assert main(tiny_argv(tiny_model, str(data), tmp_path, *flags), method="prefix") == 0
+    assert f"1 of 8 dev sentences are longer than {room} tokens" in capsys.readouterr().out
     record = read_json(tmp_path / "long.json")
-    assert record["data"]["eval_truncated"] == 1 and record["config"]["effective_max_seq_length"] == 44
+    assert record["data"]["eval_truncated"] == 1 and record["config"]["effective_max_seq_length"] == room
 
 
 def test_no_wall_of_traceback_from_the_command_line(tmp_path):
