@@ -145,9 +145,11 @@ def test_outputs_do_not_depend_on_the_bucket(method, tiny_model, tokenizer):
         torch.testing.assert_close(other, logits[0], atol=1e-5, rtol=1e-4)
 
 
-def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(tiny_model, tmp_path):
-    """The GPU recipe's compile and buckets, exercised where CI can run them: lengths that span three
-    buckets and an epoch's short last batch still make one compiled graph, not one per shape."""
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, tiny_model, tmp_path):
+    """The GPU recipe's compile and buckets, exercised where CI can run them: lengths that span several
+    buckets and an epoch's short last batch still make one compiled graph, not one per shape, and peft's
+    prefix tuning compiles without a graph break."""
     from torch._dynamo.utils import counters
 
     rows = [(sentence * (1 + i % 3), label) for i, (sentence, label) in enumerate(toy_sentences(100, seed=5))]
@@ -172,7 +174,7 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(tiny_model, tmp_path)
     ]
     torch._dynamo.reset()
     counters.clear()
-    assert main(tiny_argv(tiny_model, str(data), tmp_path, *flags), method="full") == 0
+    assert main(tiny_argv(tiny_model, str(data), tmp_path, *flags), method=method) == 0
     assert counters["stats"]["unique_graphs"] == 1
     record = read_json(tmp_path / "compiled.json")
     assert record["config"]["training_arguments"]["torch_compile"] is True
