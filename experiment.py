@@ -58,7 +58,8 @@ class ExperimentTrainer(ResilientTrainer):
       builds but does not expose).
     - The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
       module and parameter: about 0.5 ms of host time per step for BERT-base's structure (timed on a
-      2-core CPU), which a CUDA-graph step cannot hide. The count never changes while training, so it is taken once per model.
+      2-core CPU), which a CUDA-graph step cannot hide. The count never changes while training, so it
+      is taken once per model.
     """
 
     _counted = (None, 0)  # (the model counted, its non-embedding parameters)
