@@ -45,15 +45,18 @@ DEFAULT_SETTINGS = dict(
 # --lr_preset tuned: each method's learning rate, chosen by sweep.py on a held-out 5 % (200 sentences) of
 # the first 4,000 SST-2 training sentences, never on dev. Measured 2026-11-26 on a 2-core CPU with the
 # pretrained all-MiniLM-L6-v2 (6 layers, hidden 384), 1 epoch, batch 16, fast recipe:
-#   python sweep.py --method M --grid G --model_name_or_path MINILM --data_dir SST2 \
+#   python sweep.py --method M --grid G --seeds S --model_name_or_path MINILM --data_dir SST2 \
 #       --max_train_samples 4000 --num_train_epochs 1
-# Held-out accuracy per rate (the chosen one first; ties go to the lower held-out loss):
+# Mean held-out accuracy per rate, the chosen one first (ties go to the lower held-out loss; 55.0 % is the
+# majority class). The four prompt-learning methods, whose results swing from seed to seed, were swept over
+# seeds 4, 5 and 6 (each seed's accuracy in brackets), after a sweep over seed 42 alone picked a rate for
+# prefix tuning that collapsed on another seed; the others, steady across seeds, over seed 42.
 TUNED_LEARNING_RATES = {
     "full": 1e-4,  # 88.5 %; 2e-5 87.0, 5e-5 87.5, 2e-4 86.0
-    "prefix": 3e-4,  # 78.5 %; 1e-4, 1e-3 and 3e-3 all 55.0 (majority): a narrow window
-    "prefix-v2": 3e-2,  # 84.0 %; 1e-2 84.0 (higher loss), 3e-3 72.0
-    "prompt": 3e-2,  # 80.0 %; 1e-3 55.0, 1e-2 70.0, 1e-1 79.5, 3e-1 73.0
-    "ptuning": 3e-2,  # 81.5 %; 1e-2 81.0, 3e-4 to 3e-3 all 55.0
+    "prefix": 5e-4,  # 81.5 (80.5/81.0/83.0); 3e-4 80.0, 2e-4 71.7 (55.0 for seed 4), 1e-4 55.0; seed 42: 1e-3 55.0
+    "prefix-v2": 3e-2,  # 85.2 (83.5/87.0/85.0); 1e-2 83.5; seed 42: 3e-3 72.0
+    "prompt": 1e-1,  # 79.8 (81.0/78.0/80.5); 3e-2 71.7, 1e-2 55.5; seed 42: 1e-1 79.5, 3e-1 73.0
+    "ptuning": 3e-2,  # 82.8 (80.0/83.5/85.0); 1e-2 76.7 (69.0 to 82.5), 3e-3 55.0; seed 42: 3e-4 and 1e-3 55.0
     "lora": 2e-3,  # 86.5 %; 2e-4 55.0, 5e-4 83.5, 1e-3 84.5, 5e-3 85.5
     "ia3": 1e-2,  # 86.0 %; 1e-3 57.0, 3e-3 83.0, 3e-2 85.0
     "bitfit": 1e-3,  # 85.0 %; 5e-4 65.0, 3e-3 84.5
