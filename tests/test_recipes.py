@@ -145,11 +145,13 @@ def test_outputs_do_not_depend_on_the_bucket(method, tiny_model, tokenizer):
         torch.testing.assert_close(other, logits[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["full", "prefix"])
-def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, tiny_model, tmp_path):
+@pytest.mark.parametrize(
+    "method, precision", [("full", []), ("prefix", ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True"])]
+)
+def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, tiny_model, tmp_path):
     """The GPU recipe's compile and buckets, exercised where CI can run them: lengths that span several
     buckets and an epoch's short last batch still make one compiled graph, not one per shape, and peft's
-    prefix tuning compiles without a graph break."""
+    prefix tuning compiles without a graph break, under bf16 autocast with its frozen weights in bf16."""
     from torch._dynamo.utils import counters
 
     rows = [(sentence * (1 + i % 3), label) for i, (sentence, label) in enumerate(toy_sentences(100, seed=5))]
@@ -171,6 +173,7 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, tiny_model, t
         "compiled",
         "--optim",
         "adamw_torch_fused",
+        *precision,
     ]
     torch._dynamo.reset()
     counters.clear()
@@ -179,6 +182,7 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, tiny_model, t
     record = read_json(tmp_path / "compiled.json")
     assert record["config"]["training_arguments"]["torch_compile"] is True
     assert record["config"]["torch_compile_dynamic"] is True
+    assert record["config"]["bf16_frozen_weights"] is bool(precision)
     assert record["efficiency"]["train_steps"] == 7
 
 
