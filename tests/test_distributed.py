@@ -18,28 +18,21 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def launcher(name, port):
-    if name == "torchrun":
-        return ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"] + [
-            "--master_port",
-            str(port),
-        ]
-    return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"] + [
-        "--main_process_port",
-        str(port),
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
+# Each launcher's flags for two processes on this machine; the port comes last.
+LAUNCHERS = {
+    "torchrun": "-m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port",
+    "accelerate": "-m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
+    "--mixed_precision no --dynamo_backend no --main_process_port",
+}
 
 
-@pytest.mark.parametrize("name", ["torchrun", "accelerate"])
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
 def test_two_processes_write_one_result(name, tiny_model, tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = [
         sys.executable,
-        *launcher(name, free_port()),
+        *LAUNCHERS[name].split(),
+        str(free_port()),
         "train_prefix.py",
         *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp"),
     ]
