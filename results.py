@@ -8,6 +8,8 @@ import glob
 import json
 import os
 
+from utils import read_json
+
 SCHEMA_VERSION = 1
 NOT_RUNS = {"summary.json"}  # what plot_results.py writes beside the runs
 REQUIRED = {
@@ -29,12 +31,14 @@ def results_path(results_dir, run_name):
     return os.path.join(results_dir, f"{run_name}.json")
 
 
+UNREADABLE = (OSError, UnicodeDecodeError, json.JSONDecodeError)
+
+
 def read_record(path):
     """The parsed results file at path, or None if there is none or it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json(path)
+    except UNREADABLE:
         return None
 
 
@@ -63,9 +67,8 @@ def load_results(results_dir):
         if os.path.basename(path) in NOT_RUNS:
             continue
         try:
-            with open(path, encoding="utf-8") as handle:
-                record = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            record = read_json(path)
+        except UNREADABLE as error:
             skipped.append((path, f"unreadable ({type(error).__name__})"))
             continue
         reason = problem_with(record)
