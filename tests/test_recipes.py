@@ -5,10 +5,16 @@ import json
 import pytest
 import torch
 from conftest import tiny_argv, toy_sentences, write_tsv
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
 
 from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ConfigError, ExperimentArguments, parse_args, recipe_settings
-from experiment import main
+from experiment import ExperimentTrainer, main
 from methods import apply_method
 from utils import read_json
 
@@ -233,10 +239,6 @@ def test_bench_profile_writes_a_trace(tmp_path):
 @pytest.mark.parametrize("method", ["full", "prefix"])
 def test_the_pipeline_trainer_counts_parameters_once(method, tiny_model, tokenizer, tmp_path, monkeypatch):
     """Its FLOPs estimate equals the Trainer's, without re-walking the model at every step."""
-    from transformers import Trainer, TrainingArguments
-
-    from experiment import ExperimentTrainer
-
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
     model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4))
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
