@@ -1,0 +1,57 @@
+"""Accumulating gradients over micro-batches takes the same step, and logs the same loss, as one batch."""
+
+import pytest
+import torch
+from conftest import toy_sentences
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+from config import ExperimentArguments
+from experiment import ExperimentTrainer
+from methods import apply_method
+
+
+def one_step(tiny_model, method, folder, batch_size, accumulation):
+    """Trains one optimizer step on the same 16 sentences; returns how far each weight moved, and the logged loss."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    sentences, labels = zip(*toy_sentences(16, seed=7))
+    data = Dataset.from_dict({**tokenizer(list(sentences)), "label": list(labels)})
+    torch.manual_seed(0)  # the same classifier head and prefix in every run
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4))
+    args = TrainingArguments(
+        output_dir=str(folder),
+        use_cpu=True,
+        report_to=[],
+        max_steps=1,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        optim="sgd",  # the step is the gradient itself: N times the gradient would show as N times the step
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0,  # no clipping, which would hide a scaled gradient
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = ExperimentTrainer(
+        model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer)
+    )
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    trainer.train()
+    (logged,) = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {name: p.detach() - before[name] for name, p in model.named_parameters() if p.requires_grad}, logged
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_two_micro_batches_of_eight_step_like_one_batch_of_sixteen(method, tiny_model, tmp_path):
+    """BERT's loss is a mean over its batch, so each micro-batch's loss must be divided by the accumulation
+    steps. The plain Trainer does not divide it, and takes twice the step and logs twice the loss."""
+    whole, whole_loss = one_step(tiny_model, method, tmp_path / "one", batch_size=16, accumulation=1)
+    halves, halves_loss = one_step(tiny_model, method, tmp_path / "two", batch_size=8, accumulation=2)
+    assert halves_loss == pytest.approx(whole_loss, rel=1e-4)
+    assert whole.keys() == halves.keys() and any(step.abs().max() > 1e-4 for step in whole.values())
+    for name, step in whole.items():
+        torch.testing.assert_close(halves[name], step, atol=1e-6, rtol=1e-4, msg=name)
