@@ -38,7 +38,7 @@ from transformers import (
 
 from config import ConfigError, parse_args
 from data_loader import load_sst2, tokenize
-from experiment import PROBLEM_TYPE, ExperimentTrainer, longest_input
+from experiment import PROBLEM_TYPE, ExperimentTrainer, longest_input, sentences_per_step
 from methods import METHODS, apply_method
 from utils import environment, peak_memory_mb, reset_peak_memory, write_json_atomic
 
@@ -332,7 +332,8 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     memory = peak_memory_mb()
     ms_per_step = 1000 * (timer.end - timer.warm) / bench.measure_steps
     warmup_s = timer.warm - timer.begin
-    steps_per_epoch = math.ceil(SST2_TRAIN_SENTENCES / bench.batch_size)
+    per_step = sentences_per_step(training)  # a variant may change the batch or accumulate gradients
+    steps_per_epoch = math.ceil(SST2_TRAIN_SENTENCES / per_step)
     row = {
         "method": method,
         "recipe": recipe,
@@ -340,7 +341,8 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         "ms_per_step": round(ms_per_step, 3),
         "warmup_s": round(warmup_s, 2),
         "compile_overhead_s": round(max(0.0, warmup_s - bench.warmup_steps * ms_per_step / 1000), 2),
-        "samples_per_s": round(1000 * bench.batch_size / ms_per_step, 1),
+        "sentences_per_step": per_step,
+        "samples_per_s": round(1000 * per_step / ms_per_step, 1),
         **memory,
         "projected_protocol_s": round(
             warmup_s + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000, 1
@@ -421,8 +423,9 @@ def main(argv=None) -> int:
                 print(f"measuring {label} ...", flush=True)
                 try:
                     row = measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch)
-                    baseline = baseline or row["ms_per_step"]
-                    row["speedup"] = round(baseline / row["ms_per_step"], 3)
+                    ms_per_sentence = row["ms_per_step"] / row["sentences_per_step"]
+                    baseline = baseline or ms_per_sentence
+                    row["speedup"] = round(baseline / ms_per_sentence, 3)
                     print(f"{label}: {row['ms_per_step']:.2f} ms/step, peak {row['peak_memory_mb']} MB", flush=True)
                 except Exception as error:  # one broken configuration must not hide the others' numbers
                     print(f"{label} failed: {type(error).__name__}: {str(error).strip()[:500]}", flush=True)

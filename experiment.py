@@ -302,9 +302,7 @@ def run(experiment, training, recipe) -> dict:
         "eval_time_s": round(sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history), 3),
         "total_time_s": round(time.perf_counter() - started + sum(s["train_time_s"] for s in segments[:-1]), 3),
         "train_steps": trainer.state.global_step,
-        "train_samples_per_s": round(
-            trainer.state.global_step * training.per_device_train_batch_size * training.world_size / train_time, 3
-        )
+        "train_samples_per_s": round(trainer.state.global_step * sentences_per_step(training) / train_time, 3)
         if train_time
         else None,
         "peak_memory_mb": max(memory) if memory else None,  # of training, per-epoch evaluation included
@@ -320,6 +318,11 @@ def run(experiment, training, recipe) -> dict:
     if trainer.is_world_process_zero():
         print(summary_line(record, path))
     return record
+
+
+def sentences_per_step(training) -> int:
+    """Sentences behind one optimizer step: every process's batch, for every accumulation step."""
+    return training.per_device_train_batch_size * training.gradient_accumulation_steps * training.world_size
 
 
 def adapter_size_mb(model) -> float:

@@ -31,6 +31,7 @@ RESUME_MUST_MATCH = (
     "num_train_epochs",
     "max_steps",
     "per_device_train_batch_size",
+    "gradient_accumulation_steps",
     "seed",
 )
 
@@ -192,7 +193,8 @@ def plan_resume(experiment, training, path):
         return None, {"settings": resume_settings(experiment, training), "segments": []}
     wanted = resume_settings(experiment, training)
     if state is not None:
-        changed = [key for key in RESUME_MUST_MATCH if state["settings"].get(key) != wanted[key]]
+        # A setting added to RESUME_MUST_MATCH after the checkpoint was made is not held against it.
+        changed = [key for key in RESUME_MUST_MATCH if state["settings"].get(key, wanted[key]) != wanted[key]]
         if changed:
             raise ConfigError(
                 f"run '{training.run_name}' has a checkpoint made with other settings ({', '.join(changed)}); "
@@ -204,7 +206,8 @@ def plan_resume(experiment, training, path):
 def hint_for(error) -> str:
     if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
         return (
-            "the GPU ran out of memory: lower --per_device_train_batch_size or --max_seq_length, or use --recipe fast."
+            "the GPU ran out of memory: use --recipe fast, or halve --per_device_train_batch_size and double "
+            "--gradient_accumulation_steps (the same batch per optimizer step), or lower --max_seq_length."
         )
     if isinstance(error, NonFiniteLoss):
         return f"{error}: lower --learning_rate."

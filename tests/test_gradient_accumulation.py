@@ -2,13 +2,14 @@
 
 import pytest
 import torch
-from conftest import toy_sentences
+from conftest import tiny_argv, toy_sentences
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
 from config import ExperimentArguments
-from experiment import ExperimentTrainer
+from experiment import ExperimentTrainer, main
 from methods import apply_method
+from utils import read_json
 
 
 def one_step(tiny_model, method, folder, batch_size, accumulation):
@@ -55,3 +56,14 @@ def test_two_micro_batches_of_eight_step_like_one_batch_of_sixteen(method, tiny_
     assert whole.keys() == halves.keys() and any(step.abs().max() > 1e-4 for step in whole.values())
     for name, step in whole.items():
         torch.testing.assert_close(halves[name], step, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_a_run_with_accumulation_records_what_it_trained(tiny_model, tiny_data, tmp_path):
+    """Throughput counts every sentence, not one batch per optimizer step."""
+    flags = ["--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "2", "--run_name", "accumulated"]
+    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method="full") == 0
+    record = read_json(tmp_path / "accumulated.json")
+    efficiency = record["efficiency"]
+    assert efficiency["train_steps"] == 2 * 3  # 96 sentences an epoch, 32 a step
+    trained = efficiency["train_samples_per_s"] * efficiency["train_time_s"]
+    assert trained == pytest.approx(2 * 96, rel=1e-2)

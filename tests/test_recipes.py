@@ -257,11 +257,17 @@ def test_bench_variants_add_rows_and_a_bad_one_fails_alone(tmp_path, capsys):
     import bench
 
     flags = ["--quick", "--use_cpu", "--methods", "full", "--recipes", "fast"]
-    variants = ["--variants", "--pad_to_max_length True;--no_such_flag 1"]
+    padded_flags = "--pad_to_max_length True --gradient_accumulation_steps 2"
+    variants = ["--variants", f"{padded_flags};--no_such_flag 1"]
     assert bench.main([*flags, *variants, "--results_dir", str(tmp_path)]) == 1
     (path,) = tmp_path.glob("bench-*.json")
     plain, padded, bad = json.loads(path.read_text())["rows"]
     assert plain["variant"] is None and plain["settings"]["pad_to_max_length"] is False
-    assert padded["variant"] == "--pad_to_max_length True" and padded["settings"]["pad_to_max_length"] is True
+    assert padded["variant"] == padded_flags and padded["settings"]["pad_to_max_length"] is True
     assert padded["ms_per_step"] > 0 and "no_such_flag" in bad["error"]
     assert "fast --pad_to_max_length True" in capsys.readouterr().out
+    # A step of the variant takes two batches: throughput and speed-up count sentences, not steps.
+    assert (plain["sentences_per_step"], padded["sentences_per_step"]) == (16, 32)
+    assert padded["samples_per_s"] == pytest.approx(32_000 / padded["ms_per_step"], abs=0.1)
+    speedup = (plain["ms_per_step"] / 16) / (padded["ms_per_step"] / 32)
+    assert padded["speedup"] == pytest.approx(speedup, abs=1e-3)
