@@ -1,6 +1,5 @@
 """Runs survive interruption, crashes and kills, and a resumed run ends where an uninterrupted one does."""
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import resilience
 from experiment import main
 from resilience import hint_for
 from results import problem_with
-from utils import read_json
+from utils import read_json, write_json_atomic
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -151,7 +150,7 @@ def test_resume_refuses_other_settings(tiny_model, tiny_data, tmp_path, capsys, 
     state_path = tmp_path / "checkpoints" / "r" / resilience.RUN_STATE
     state = read_json(state_path)
     del state["settings"]["gradient_accumulation_steps"]
-    state_path.write_text(json.dumps(state))
+    write_json_atomic(state_path, state)
     assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r"), method="full") == 0
     assert read_json(tmp_path / "r.json")["resumed"] is True
 
