@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Optional
 
 import torch
@@ -31,16 +30,18 @@ from transformers import (
     BertConfig,
     BertForSequenceClassification,
     BertTokenizer,
-    DataCollatorWithPadding,
     HfArgumentParser,
     TrainerCallback,
 )
 
 from config import ConfigError, parse_args
 from data_loader import load_sst2, tokenize
-from experiment import PROBLEM_TYPE, ExperimentTrainer, longest_input, sentences_per_step
+from experiment import build_trainer, sentences_per_step
 from methods import METHODS, apply_method
-from utils import environment, peak_memory_mb, reset_peak_memory, write_json_atomic
+from metrics import peak_memory_mb, reset_peak_memory
+from models import PROBLEM_TYPE, longest_input, tiny_bert_config
+from results import utc_stamp, write_json_atomic
+from utils import environment
 
 # Word pieces per sentence (with [CLS] and [SEP], bert-base-uncased vocabulary) over all 67,349
 # sentences of GLUE SST-2's train.tsv: mean 13.3, median 10, longest 66.
@@ -228,14 +229,7 @@ def model_factory(bench):
         )
     config = BertConfig(num_labels=2, problem_type=PROBLEM_TYPE)
     if bench.quick:
-        config = BertConfig(
-            num_labels=2,
-            problem_type=PROBLEM_TYPE,
-            hidden_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=256,
-        )
+        config = tiny_bert_config(config.vocab_size, hidden_size=128, intermediate_size=256, max_position_embeddings=512)
     return lambda: BertForSequenceClassification(config)
 
 
@@ -319,14 +313,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         suffix = "-" + re.sub(r"[^A-Za-z0-9]+", "_", variant).strip("_") if variant else ""
         trace = os.path.join(bench.results_dir, f"trace-{method}-{recipe}{suffix}.json")
         callbacks.append(StepProfiler(bench.warmup_steps, trace))
-    trainer = ExperimentTrainer(
-        model=model,
-        args=training,
-        train_dataset=data,
-        callbacks=callbacks,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
-        compile_dynamic=experiment.torch_compile_dynamic,
-    )
+    trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()
     trainer.train()
     memory = peak_memory_mb()
@@ -415,7 +402,7 @@ def main(argv=None) -> int:
         rows = []
         recipes = [(r, None) for r in bench.recipes.split(",")]
         recipes += [("fast", v.strip()) for v in (bench.variants or "").split(";") if v.strip()]
-        path = os.path.join(bench.results_dir, f"bench-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.json")
+        path = os.path.join(bench.results_dir, f"bench-{utc_stamp()}.json")
         for method in bench.methods.split(","):
             baseline = None
             for recipe, variant in recipes:

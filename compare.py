@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 
 import plot_results
+from config import ConfigError, refuse_flags
 from methods import METHODS
+from results import utc_stamp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,9 +42,7 @@ def parse(argv):
         parser.error(f"--seeds {args.seeds!r} must be comma-separated integers")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    for flag in ("--method", "--seed", "--run_name", "--results_dir"):
-        if any(item == flag or item.startswith(flag + "=") for item in train_flags):
-            parser.error(f"compare.py sets {flag} for each run itself")
+    refuse_flags("compare.py", train_flags, ("--method", "--seed", "--run_name", "--results_dir"))
     return args, methods, seeds, train_flags
 
 
@@ -59,8 +58,12 @@ def job_environments(jobs):
 
 
 def main(argv=None) -> int:
-    args, methods, seeds, train_flags = parse(sys.argv[1:] if argv is None else argv)
-    grid = f"compare-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    try:
+        args, methods, seeds, train_flags = parse(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    grid = f"compare-{utc_stamp()}"
     results_dir = args.results_dir or os.path.join("results", grid)
     runs = [(method, seed) for seed in seeds for method in methods]
     slots = job_environments(args.jobs)

@@ -6,9 +6,8 @@ tuning with 20 virtual tokens and a projection (14.78M trainable parameters).
 
 Flags carry Hugging Face's names. Ours are in `ExperimentArguments`; every
 `TrainingArguments` flag (`--max_steps`, `--use_cpu`, `--bf16`, ...) works too.
-Precedence, lowest first: TrainingArguments' defaults, `DEFAULT_SETTINGS` (the original's,
-plus our checkpointing and logging), the recipe (`RECIPES`), the learning-rate preset, and
-last whatever the user typed.
+Precedence, each layer over the one before: TrainingArguments' defaults < `DEFAULT_SETTINGS`
+with the preset's learning rate < the recipe, as resolved for this device < what the user typed.
 """
 
 import argparse
@@ -17,12 +16,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from typing import Optional
 
 from transformers import HfArgumentParser, TrainingArguments
 
 from methods import METHODS
+from results import utc_stamp
 
 
 class ConfigError(ValueError):
@@ -42,24 +41,18 @@ DEFAULT_SETTINGS = dict(
     report_to="none",  # no surprise wandb or tensorboard logins
 )
 
-# --lr_preset tuned: each method's learning rate, chosen by sweep.py on a held-out 5 % (200 sentences) of
-# the first 4,000 SST-2 training sentences, never on dev. Measured 2026-11-26 on a 2-core CPU with the
-# pretrained all-MiniLM-L6-v2 (6 layers, hidden 384), 1 epoch, batch 16, fast recipe:
-#   python sweep.py --method M --grid G --seeds S --model_name_or_path MINILM --data_dir SST2 \
-#       --max_train_samples 4000 --num_train_epochs 1
-# Mean held-out accuracy per rate, the chosen one first (ties go to the lower held-out loss; 55.0 % is the
-# majority class). The four prompt-learning methods, whose results swing from seed to seed, were swept over
-# seeds 4, 5 and 6 (each seed's accuracy in brackets), after a sweep over seed 42 alone picked a rate for
-# prefix tuning that collapsed on another seed; the others, steady across seeds, over seed 42.
+# --lr_preset tuned: each method's learning rate, chosen by sweep.py on held-out training sentences, never on
+# dev (pretrained all-MiniLM-L6-v2, the first 4,000 SST-2 sentences, 1 epoch). The held-out accuracy of every
+# rate tried, and the command, are in the README ("Learning-rate sweeps").
 TUNED_LEARNING_RATES = {
-    "full": 1e-4,  # 88.5 %; 2e-5 87.0, 5e-5 87.5, 2e-4 86.0
-    "prefix": 5e-4,  # 81.5 (80.5/81.0/83.0); 3e-4 80.0, 2e-4 71.7 (55.0 for seed 4), 1e-4 55.0; seed 42: 1e-3 55.0
-    "prefix-v2": 3e-2,  # 85.2 (83.5/87.0/85.0); 1e-2 83.5; seed 42: 3e-3 72.0
-    "prompt": 1e-1,  # 79.8 (81.0/78.0/80.5); 3e-2 71.7, 1e-2 55.5; seed 42: 1e-1 79.5, 3e-1 73.0
-    "ptuning": 3e-2,  # 82.8 (80.0/83.5/85.0); 1e-2 76.7 (69.0 to 82.5), 3e-3 55.0; seed 42: 3e-4 and 1e-3 55.0
-    "lora": 2e-3,  # 86.5 %; 2e-4 55.0, 5e-4 83.5, 1e-3 84.5, 5e-3 85.5
-    "ia3": 1e-2,  # 86.0 %; 1e-3 57.0, 3e-3 83.0, 3e-2 85.0
-    "bitfit": 1e-3,  # 85.0 %; 5e-4 65.0, 3e-3 84.5
+    "full": 1e-4,
+    "prefix": 5e-4,
+    "prefix-v2": 3e-2,
+    "prompt": 1e-1,
+    "ptuning": 3e-2,
+    "lora": 2e-3,
+    "ia3": 1e-2,
+    "bitfit": 1e-3,
 }
 # Fewer steps favour higher rates: on the whole train set or over 10 epochs, sweep again.
 
@@ -93,7 +86,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # becomes a fi
 
 
 def default_run_name(method: str) -> str:
-    return f"{method}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"  # microseconds: parallel runs differ
+    return f"{method}-{utc_stamp()}"
 
 
 @dataclass
@@ -133,28 +126,20 @@ class ExperimentArguments:
             "choices": sorted(RECIPES),
         },
     )
+    # The recipe's own knobs: --recipe sets them, so --help does not list them. They still parse, for
+    # measuring one change at a time (bench.py --variants "--torch_compile_dynamic False").
     pad_to_max_length: bool = field(
-        default=False, metadata={"help": "Pad every sentence to max_seq_length (set by the recipe)."}
+        default=False, metadata={"help": argparse.SUPPRESS}  # pad every sentence to max_seq_length
     )
     pad_to_multiple_of: Optional[int] = field(
-        default=None, metadata={"help": "Pad each batch up to a multiple of this many tokens (set by the recipe)."}
+        default=None, metadata={"help": argparse.SUPPRESS}  # pad each batch up to a multiple of this many tokens
     )
-    torch_compile_dynamic: Optional[bool] = field(
-        default=None,
-        metadata={
-            "help": "With --torch_compile: compile once for symbolic shapes (True), or per shape (False); unset: "
-            "torch's default, which compiles for the first shape and again when a dimension changes (set by the "
-            "recipe)."
-        },
-    )
-    bf16_frozen_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "With --bf16: store the weights the method freezes in bfloat16 (set by the recipe). Autocast "
-            "rounds them to bf16 for every matmul anyway; stored so, they take half the memory. Trained weights "
-            "stay fp32."
-        },
-    )
+    # With --torch_compile: compile once for symbolic shapes (True) or per shape (False); unset: torch's
+    # default, which compiles for the first shape and again when a dimension changes.
+    torch_compile_dynamic: Optional[bool] = field(default=None, metadata={"help": argparse.SUPPRESS})
+    # With --bf16: store the weights the method freezes in bfloat16. Autocast rounds them to bf16 for every
+    # matmul anyway; stored so, they take half the memory. Trained weights stay fp32.
+    bf16_frozen_weights: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
     num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt-learning methods: number of virtual tokens."})
     prefix_projection: bool = field(
         default=True, metadata={"help": "Prefix tuning: reparameterise the prefix through a two-layer MLP."}
@@ -234,66 +219,61 @@ class _Parser(HfArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
+SETTINGS = (ExperimentArguments, TrainingArguments)
+UNSET = object()  # the default of every setting in the parse that finds what was typed
+
+
 def build_parser(method: Optional[str] = None) -> _Parser:
-    parser = _Parser((ExperimentArguments, TrainingArguments), allow_abbrev=False)
+    """The parser whose --help shows the defaults a run starts from."""
+    parser = _Parser(SETTINGS, allow_abbrev=False)
     parser.set_defaults(**DEFAULT_SETTINGS)
     if method is not None:
         parser.set_defaults(method=method)
     return parser
 
 
-def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The settings the user typed, found by parsing once more with every default suppressed."""
-    saved = {action.dest: action.default for action in parser._actions}
-    saved_parser_defaults, parser._defaults = parser._defaults, {}  # set_defaults() would count as typed
-    try:
-        for action in parser._actions:
-            action.default = argparse.SUPPRESS
-        typed, _ = parser.parse_known_args(argv, namespace=argparse.Namespace())
-    finally:
-        parser._defaults = saved_parser_defaults
-        for action in parser._actions:
-            action.default = saved[action.dest]
-    return set(vars(typed))
+def typed_settings(argv: list[str]) -> dict:
+    """The settings the user typed: the same parse with every default UNSET, so that what remains was typed."""
+    parser = _Parser(SETTINGS, allow_abbrev=False)
+    parser.set_defaults(**{f.name: UNSET for settings in SETTINGS for f in fields(settings)})
+    return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not UNSET}
+
+
+def layered_settings(method: str, recipe: str, lr_preset: str, on_gpu: bool, typed: dict) -> dict:
+    """The module docstring's precedence: each layer overrides the one before; the library fills what none set."""
+    preset = {"learning_rate": TUNED_LEARNING_RATES[method]} if lr_preset == "tuned" else {}
+    return {**DEFAULT_SETTINGS, **preset, **recipe_settings(recipe, on_gpu), **typed, "method": method}
 
 
 def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
     """Returns (ExperimentArguments, TrainingArguments, recipe settings applied). Raises ConfigError."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(method)
-    namespace = parser.parse_args(argv)
-    typed = _explicit_flags(parser, argv)
-    if method is not None and "method" in typed and namespace.method != method:
-        raise ConfigError(f"this script always runs '{method}'; use train_peft.py --method {namespace.method}.")
-
-    values = vars(namespace)
+    chosen = vars(build_parser(method).parse_args(argv))  # --help, unknown flags and unparsable values end here
+    typed = typed_settings(argv)
+    if method is not None and typed.get("method", method) != method:
+        raise ConfigError(f"this script always runs '{method}'; use train_peft.py --method {typed['method']}.")
     if method is None and "method" not in typed:
         raise ConfigError(f"choose a method with --method ({', '.join(METHODS)}).")
-    if "learning_rate" not in typed and values["lr_preset"] == "tuned":
-        values["learning_rate"] = TUNED_LEARNING_RATES[values["method"]]
-    recipe = recipe_settings(values["recipe"], on_gpu=_cuda_available() and not values.get("use_cpu"))
-    for name, value in recipe.items():
-        if name not in typed:
-            values[name] = value
-    if not (values["learning_rate"] > 0 and math.isfinite(values["learning_rate"])):
-        raise ConfigError(f"--learning_rate must be positive (got {values['learning_rate']}).")
-    if values["max_steps"] <= 0 and not (values["num_train_epochs"] > 0 and math.isfinite(values["num_train_epochs"])):
-        raise ConfigError(f"--num_train_epochs must be positive (got {values['num_train_epochs']}).")
-    if values["per_device_train_batch_size"] < 1 or values["per_device_eval_batch_size"] < 1:
-        raise ConfigError("batch sizes must be at least 1.")
-    if values["bf16_frozen_weights"] and not values["bf16"]:
+    on_gpu = _cuda_available() and not chosen["use_cpu"]
+    recipe = recipe_settings(chosen["recipe"], on_gpu)
+    values = layered_settings(chosen["method"], chosen["recipe"], chosen["lr_preset"], on_gpu, typed)
+    if values.get("bf16_frozen_weights") and not values.get("bf16"):
         if "bf16_frozen_weights" in typed:
             raise ConfigError("--bf16_frozen_weights needs --bf16: without autocast, fp32 inputs meet bf16 weights.")
         values["bf16_frozen_weights"] = False  # the recipe's choice follows the user's --bf16 False
-    if values["resume"] and not values.get("run_name"):
+    if values.get("resume") and not values.get("run_name"):
         raise ConfigError("--resume needs the --run_name of the run to continue.")
-    if not values.get("run_name"):
-        values["run_name"] = default_run_name(values["method"])
+    values.setdefault("run_name", default_run_name(values["method"]))
     if not RUN_NAME.fullmatch(values["run_name"]):
         raise ConfigError(f"--run_name {values['run_name']!r} must be a plain file name (letters, digits, . _ + = -).")
-    if not values.get("output_dir"):
-        values["output_dir"] = os.path.join(values["results_dir"], "checkpoints", values["run_name"])
+    values.setdefault("output_dir", os.path.join(values.get("results_dir", "results"), "checkpoints", values["run_name"]))
 
+    experiment, training = _build(values)
+    _check_schedule(training)
+    return experiment, training, recipe
+
+
+def _build(values):
     ours = {f.name for f in fields(ExperimentArguments)}
     try:
         experiment = ExperimentArguments(**{k: v for k, v in values.items() if k in ours})
@@ -302,7 +282,23 @@ def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
         raise
     except (ValueError, TypeError) as error:  # TrainingArguments' own checks
         raise ConfigError(str(error).strip().splitlines()[0]) from None
-    return experiment, training, recipe
+    return experiment, training
+
+
+def _check_schedule(training):
+    if not (training.learning_rate > 0 and math.isfinite(training.learning_rate)):
+        raise ConfigError(f"--learning_rate must be positive (got {training.learning_rate}).")
+    if training.max_steps <= 0 and not (training.num_train_epochs > 0 and math.isfinite(training.num_train_epochs)):
+        raise ConfigError(f"--num_train_epochs must be positive (got {training.num_train_epochs}).")
+    if training.per_device_train_batch_size < 1 or training.per_device_eval_batch_size < 1:
+        raise ConfigError("batch sizes must be at least 1.")
+
+
+def refuse_flags(script: str, train_flags: list[str], owned: tuple[str, ...]):
+    """A grid script sets some train flags for each run itself; typing one of them is a mistake, not a wish."""
+    for flag in owned:
+        if any(item == flag or item.startswith(flag + "=") for item in train_flags):
+            raise ConfigError(f"{script} sets {flag} itself.")
 
 
 def _cuda_available() -> bool:

@@ -1,4 +1,6 @@
-"""The one pipeline behind every train script: build the model, train, evaluate, record one JSON.
+"""The one pipeline behind every train script, in the order it runs:
+
+    plan_resume -> build_model -> prepare_data -> build_trainer -> train_resiliently -> evaluate_and_record
 
 The scripts differ only in the method they pass; the method itself is data (methods.py).
 A run survives interruption: it checkpoints every epoch into results/checkpoints/<run_name>/,
@@ -6,19 +8,24 @@ Ctrl-C or SIGTERM saves a checkpoint and records status "interrupted", an except
 status "failed", and running the same --run_name again (or --resume) continues where it stopped.
 """
 
+import contextlib
 import os
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, set_seed
+from accelerate.utils import gather_object
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, set_seed
 
 from config import ConfigError, parse_args
 from data_loader import DataError, load_sst2, split_holdout, tokenize
-from methods import METHODS, apply_method
+from methods import apply_method
+from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
+from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input
 from resilience import (
     RUN_STATE,
     ResilientTrainer,
@@ -30,58 +37,20 @@ from resilience import (
     last_complete_checkpoint,
     plan_resume,
 )
-from results import SCHEMA_VERSION, results_path
-from utils import (
-    accuracy_metrics,
-    argmax_logits,
-    count_parameters,
-    environment,
-    gather_from_ranks,
-    peak_memory_mb,
-    reset_peak_memory,
-    write_json_atomic,
-)
-
-LABELS = {0: "negative", 1: "positive"}
-# What BERT would set on its first forward; set before it, so torch.compile does not recompile on step two.
-PROBLEM_TYPE = "single_label_classification"
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be loaded. The message says how to get one."""
+from results import SCHEMA_VERSION, results_path, write_json_atomic
+from utils import environment
 
 
 class ExperimentTrainer(ResilientTrainer):
-    """The pipeline's Trainer (bench.py times this same class): ResilientTrainer, plus a loss fix and two
-    speed hooks.
+    """The pipeline's Trainer: ResilientTrainer, plus a FLOPs estimate that counts the parameters once.
 
-    - The loss is a mean over each batch, for every method: BERT's classification loss ignores the
-      Trainer's count of labels (num_items_in_batch). Its forward takes **kwargs, though, so the Trainer
-      assumes it uses the count. It then skips dividing by --gradient_accumulation_steps and multiplies
-      by the number of processes: N times the gradients and the logged train and eval losses.
-      Measured with 2 processes, or with 2 accumulation steps, on the tiny test model: 1.39 instead of
-      ln 2 = 0.69 at the start. Telling the Trainer that the model takes no loss arguments fixes both.
-      It also drops a label count per batch (a gather across processes).
-    - compile_dynamic goes to torch.compile (through accelerate's dynamo plugin, which the Trainer
-      builds but does not expose).
-    - The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
-      module and parameter: about 0.5 ms of host time per step for BERT-base's structure (timed on a
-      2-core CPU), which a CUDA-graph step cannot hide. The count never changes while training, so it
-      is taken once per model.
+    The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
+    module and parameter: about 0.5 ms of host time per step for BERT-base's structure (timed on a
+    2-core CPU), which a CUDA-graph step cannot hide. The count never changes while training.
+    Build it with build_trainer, as the train scripts, sweep.py and bench.py do.
     """
 
     _counted = (None, 0)  # (the model counted, its non-embedding parameters)
-
-    def __init__(self, *args, compile_dynamic=None, **kwargs):
-        self._compile_dynamic = compile_dynamic  # before super().__init__, which builds the accelerator
-        super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False  # see the class docstring: the loss is a per-batch mean
-
-    def _build_accelerator_args(self, **kwargs):
-        args = super()._build_accelerator_args(**kwargs)
-        if self._compile_dynamic is not None and "dynamo_plugin" in args:
-            args["dynamo_plugin"].dynamic = self._compile_dynamic
-        return args
 
     def floating_point_ops(self, inputs):
         main_input = getattr(self.model, "main_input_name", "input_ids")
@@ -92,94 +61,24 @@ class ExperimentTrainer(ResilientTrainer):
         return 6 * inputs[main_input].numel() * self._counted[1]
 
 
-def load_model_and_tokenizer(name_or_path):
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: name or org/name
-    if looks_local and not os.path.isdir(name_or_path):
-        raise ModelError(f"--model_name_or_path {name_or_path} is not a folder.")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path,
-            num_labels=2,
-            id2label=LABELS,
-            label2id={v: k for k, v in LABELS.items()},
-            problem_type=PROBLEM_TYPE,
-        )
-    except (OSError, ValueError) as error:
-        if os.path.isdir(name_or_path):
-            first_line = str(error).strip().splitlines()[0]
-            raise ModelError(f"{name_or_path} could not be loaded as a model and tokenizer: {first_line}") from None
-        raise ModelError(
-            f"could not fetch the model '{name_or_path}' from the Hugging Face Hub ({type(error).__name__}); "
-            "to run offline, pass a local folder with config.json, weights and tokenizer files as "
-            "--model_name_or_path DIR."
-        ) from None
-    return model, tokenizer
-
-
-def longest_input(model, experiment) -> int:
-    """max_seq_length, shortened where virtual tokens or padding would push positions past the model's table."""
-    positions = getattr(model.config, "max_position_embeddings", experiment.max_seq_length)
-    room = positions - METHODS[experiment.method].virtual_tokens(experiment)
-    if experiment.pad_to_multiple_of:  # a batch is padded up to the next multiple, which must fit too
-        room -= room % experiment.pad_to_multiple_of
-    return min(experiment.max_seq_length, room)
-
-
-def epoch_history(log_history):
-    """One row per evaluation, with the step-weighted mean of the training losses logged since the previous one."""
-    history, losses, last_step = [], [], 0
-    for entry in log_history:
-        if "loss" in entry:
-            losses.append((entry["loss"], entry["step"] - last_step))
-            last_step = entry["step"]
-        if "eval_accuracy" in entry:
-            steps = sum(n for _, n in losses)
-            history.append(
-                {
-                    "epoch": round(entry["epoch"], 4),
-                    "step": entry.get("step"),
-                    "eval_accuracy": entry["eval_accuracy"],
-                    "eval_loss": entry.get("eval_loss"),
-                    "train_loss": sum(loss * n for loss, n in losses) / steps if steps else None,
-                }
-            )
-            losses = []
-    return history
-
-
-def mean_train_loss(log_history):
-    """The mean loss over every step trained, from the logs: the same whether or not the run was resumed."""
-    weighted, steps, last_step = 0.0, 0, 0
-    for entry in log_history:
-        if "loss" in entry:
-            weighted += entry["loss"] * (entry["step"] - last_step)
-            steps, last_step = steps + entry["step"] - last_step, entry["step"]
-    return weighted / steps if steps else None
-
-
-def _check_writable(results_dir):
-    try:
-        os.makedirs(results_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=results_dir):
-            pass
-    except OSError as error:
-        raise ConfigError(f"--results_dir {results_dir} cannot be written ({error.strerror}).") from None
-
-
-def run(experiment, training, recipe) -> dict:
-    """Trains and evaluates one configuration, writes results/<run_name>.json and returns its content."""
-    started = time.perf_counter()
-    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    path = results_path(experiment.results_dir, training.run_name)
-    _check_writable(experiment.results_dir)
-    checkpoint, run_state = plan_resume(experiment, training, path)
-
+def build_model(experiment, training):
+    """The classifier with the method applied: (model, tokenizer)."""
     set_seed(training.seed)  # before loading: the new classifier head and the prefix are random
     model, tokenizer = load_model_and_tokenizer(experiment.model_name_or_path)
-    model = apply_method(model, experiment.method, experiment)
-    params = count_parameters(model)
+    return apply_method(model, experiment.method, experiment), tokenizer
 
+
+@dataclass
+class PreparedData:
+    train: Dataset
+    eval: Dataset
+    max_length: int
+    train_truncated: int
+    eval_truncated: int
+
+
+def prepare_data(experiment, model, tokenizer) -> PreparedData:
+    """SST-2 selected (first N, or a held-out slice for sweeps) and tokenized once, truncation counted."""
     data = load_sst2(experiment.data_dir)
     train_data, eval_data = data["train"], data["validation"]
     if experiment.max_train_samples:
@@ -194,97 +93,164 @@ def run(experiment, training, recipe) -> dict:
     for split, count, total in (("train", train_truncated, len(train_set)), ("dev", eval_truncated, len(eval_set))):
         if count:
             print(f"note: {count} of {total} {split} sentences are longer than {max_length} tokens and were truncated.")
+    return PreparedData(train_set, eval_set, max_length, train_truncated, eval_truncated)
 
-    segment = {"started_at": created_at, "start_step": 0, "end_step": 0, "train_time_s": 0.0, "outcome": "running"}
-    run_state["segments"].append(segment)
-    recorder = RunStateRecorder(os.path.join(training.output_dir, RUN_STATE), run_state, segment)
-    stopper = StopOnSignal()
-    trainer = ExperimentTrainer(
-        model=model,
-        args=training,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
-        compute_metrics=accuracy_metrics,
-        preprocess_logits_for_metrics=argmax_logits,
-        callbacks=[recorder, stopper],
-        compile_dynamic=experiment.torch_compile_dynamic,
-    )
-    if checkpoint:
-        segment["start_step"] = int(os.path.basename(checkpoint).split("-")[1])
-        print(f"resuming run '{training.run_name}' from {checkpoint}")
 
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "status": "running",
-        "method": experiment.method,
-        "run_name": training.run_name,
-        "created_at": run_state["segments"][0]["started_at"],
-        "config": {
-            **asdict(experiment),
-            "recipe_settings": recipe,
-            "effective_max_seq_length": max_length,
-            "peft_config": _peft_config(model),
-            "training_arguments": training.to_dict(),
-        },
-        "params": params,
-        "data": {
-            "eval_split": "holdout" if experiment.holdout_fraction else "dev",
-            "train_sentences": len(train_set),
-            "eval_sentences": len(eval_set),
-            "train_truncated": train_truncated,
-            "eval_truncated": eval_truncated,
-        },
-        "environment": environment(),
-    }
+def build_trainer(experiment, training, model, tokenizer, train_set, eval_set=None, callbacks=()):
+    """The pipeline's Trainer with the recipe's collator: what the train scripts train and bench.py times."""
+    declare_mean_loss(model)
+    with _compile_dynamic(experiment.torch_compile_dynamic):
+        return ExperimentTrainer(
+            model=model,
+            args=training,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
+            compute_metrics=accuracy_metrics,
+            preprocess_logits_for_metrics=argmax_logits,
+            callbacks=list(callbacks),
+        )
 
-    def finish(status, **extra):
-        """Writes the record with what is known now; only rank 0 writes."""
-        segment["outcome"] = status
-        record.update(
+
+@contextlib.contextmanager
+def _compile_dynamic(dynamic):
+    """torch.compile's `dynamic`, through accelerate's documented variable: the Trainer builds accelerate's
+    dynamo plugin, which reads it, while it is constructed, and offers no argument for it."""
+    name, before = "ACCELERATE_DYNAMO_USE_DYNAMIC", os.environ.get("ACCELERATE_DYNAMO_USE_DYNAMIC")
+    if dynamic is not None:
+        os.environ[name] = str(bool(dynamic))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+class ResultsFile:
+    """The run's JSON as it fills: written, with what is known then, whenever the run's status changes."""
+
+    def __init__(self, path, experiment, training, recipe, model, data: PreparedData, run_state):
+        self.path, self.run_state = path, run_state
+        self.segment = {"started_at": _now(), "start_step": 0, "end_step": 0, "train_time_s": 0.0, "outcome": "running"}
+        run_state["segments"].append(self.segment)
+        self.state_recorder = RunStateRecorder(os.path.join(training.output_dir, RUN_STATE), run_state, self.segment)
+        self.record = {
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            "method": experiment.method,
+            "run_name": training.run_name,
+            "created_at": run_state["segments"][0]["started_at"],
+            "config": {
+                **asdict(experiment),
+                "recipe_settings": recipe,
+                "effective_max_seq_length": data.max_length,
+                "peft_config": _peft_config(model),
+                "training_arguments": training.to_dict(),
+            },
+            "params": count_parameters(model),
+            "data": {
+                "eval_split": "holdout" if experiment.holdout_fraction else "dev",
+                "train_sentences": len(data.train),
+                "eval_sentences": len(data.eval),
+                "train_truncated": data.train_truncated,
+                "eval_truncated": data.eval_truncated,
+            },
+            "environment": environment(),
+        }
+
+    def write(self, trainer, status, **extra):
+        """Records the status and the training so far; only rank 0 writes."""
+        self.segment["outcome"] = status
+        self.record.update(
             status=status,
             history=epoch_history(trainer.state.log_history),
-            resumed=len(run_state["segments"]) > 1,
-            segments=run_state["segments"],
+            resumed=len(self.run_state["segments"]) > 1,
+            segments=self.run_state["segments"],
             step=trainer.state.global_step,
             **extra,
         )
         if trainer.is_world_process_zero():
-            write_json_atomic(path, record)
-            write_json_atomic(recorder.path, run_state)
+            write_json_atomic(self.path, self.record)
+            write_json_atomic(self.state_recorder.path, self.run_state)
 
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_writable(results_dir):
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=results_dir):
+            pass
+    except OSError as error:
+        raise ConfigError(f"--results_dir {results_dir} cannot be written ({error.strerror}).") from None
+
+
+def run(experiment, training, recipe) -> dict:
+    """Trains and evaluates one configuration, writes results/<run_name>.json and returns its content."""
+    started = time.perf_counter()
+    path = results_path(experiment.results_dir, training.run_name)
+    _check_writable(experiment.results_dir)
+    checkpoint, run_state = plan_resume(experiment, training, path)
+    model, tokenizer = build_model(experiment, training)
+    data = prepare_data(experiment, model, tokenizer)
+    results = ResultsFile(path, experiment, training, recipe, model, data, run_state)
+    stopper = StopOnSignal()
+    trainer = build_trainer(
+        experiment, training, model, tokenizer, data.train, data.eval, callbacks=[results.state_recorder, stopper]
+    )
+    memory_per_rank = train_resiliently(trainer, results, stopper, checkpoint)
+    return evaluate_and_record(trainer, results, data.eval, memory_per_rank, started)
+
+
+def train_resiliently(trainer, results: ResultsFile, stopper: StopOnSignal, checkpoint) -> list:
+    """Trains from the checkpoint, if any. A failure or an interruption is recorded, then raised.
+
+    Returns each rank's peak memory.
+    """
+    if checkpoint:
+        results.segment["start_step"] = int(os.path.basename(checkpoint).split("-")[1])
+        print(f"resuming run '{trainer.args.run_name}' from {checkpoint}")
     reset_peak_memory()
     try:
         with stopper:
             trainer.train(resume_from_checkpoint=checkpoint)
     except (Exception, KeyboardInterrupt) as error:
-        recorder.update(trainer.state.global_step)
-        if isinstance(error, KeyboardInterrupt):
-            finish("interrupted", checkpoint=last_complete_checkpoint(training.output_dir))
+        results.state_recorder.update(trainer.state.global_step)
+        if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C
+            results.write(trainer, "interrupted", checkpoint=last_complete_checkpoint(trainer.args.output_dir))
             raise RunInterrupted(
                 "stopped at once; the last checkpoint is the one to resume from.", signal.SIGINT
             ) from None
         message = f"training failed at step {trainer.state.global_step}: {hint_for(error)}"
-        finish("failed", error={"type": type(error).__name__, "message": str(error)[:2000], "hint": message})
+        results.write(trainer, "failed", error={"type": type(error).__name__, "message": str(error)[:2000], "hint": message})
         raise RunFailed(message) from error
-    recorder.update(trainer.state.global_step)
-    memory_per_rank = gather_from_ranks(peak_memory_mb()["peak_memory_mb"])  # every rank must take part
+    results.state_recorder.update(trainer.state.global_step)
+    memory_per_rank = gather_object([peak_memory_mb()["peak_memory_mb"]])  # every rank must take part
 
     if stopper.received is not None:
-        saved = last_complete_checkpoint(training.output_dir)
-        finish("interrupted", checkpoint=saved)
+        saved = last_complete_checkpoint(trainer.args.output_dir)
+        results.write(trainer, "interrupted", checkpoint=saved)
         raise RunInterrupted(
             f"stopped at step {trainer.state.global_step}; checkpoint {saved}. Run the same command again "
-            f"(or add --run_name {training.run_name} --resume) to continue.",
+            f"(or add --run_name {trainer.args.run_name} --resume) to continue.",
             stopper.received,
         )
+    return memory_per_rank
 
+
+def evaluate_and_record(trainer, results: ResultsFile, eval_set, memory_per_rank, started) -> dict:
+    """Evaluates the trained model and writes the completed results file."""
+    training, record = trainer.args, results.record
     prediction = trainer.predict(eval_set, metric_key_prefix="eval")
     final = prediction.metrics
     history = epoch_history(trainer.state.log_history)
     best = max(history, key=lambda row: row["eval_accuracy"]) if history else None
-    segments = run_state["segments"]
+    segments = results.run_state["segments"]
     memory = [s.get("peak_memory_mb") for s in segments if s.get("peak_memory_mb") is not None]
     reserved = [s.get("peak_memory_reserved_mb") for s in segments if s.get("peak_memory_reserved_mb") is not None]
     record["metrics"] = {
@@ -314,10 +280,50 @@ def run(experiment, training, recipe) -> dict:
     record["adapter_size_mb"] = adapter_size_mb(trainer.model)
     record["predictions"] = [int(p) for p in prediction.predictions.reshape(-1)]
     record["labels"] = [int(y) for y in prediction.label_ids.reshape(-1)]
-    finish("completed")
+    results.write(trainer, "completed")
     if trainer.is_world_process_zero():
-        print(summary_line(record, path))
+        print(summary_line(record, results.path))
     return record
+
+
+def _loss_steps(log_history):
+    """(entry, steps its training loss covers) for each entry: a logged loss is the mean since the previous one."""
+    last_step = 0
+    for entry in log_history:
+        steps = 0
+        if "loss" in entry:
+            steps, last_step = entry["step"] - last_step, entry["step"]
+        yield entry, steps
+
+
+def _weighted_mean(losses):
+    steps = sum(n for _, n in losses)
+    return sum(loss * n for loss, n in losses) / steps if steps else None
+
+
+def epoch_history(log_history):
+    """One row per evaluation, with the step-weighted mean of the training losses logged since the previous one."""
+    history, losses = [], []
+    for entry, steps in _loss_steps(log_history):
+        if "loss" in entry:
+            losses.append((entry["loss"], steps))
+        if "eval_accuracy" in entry:
+            history.append(
+                {
+                    "epoch": round(entry["epoch"], 4),
+                    "step": entry.get("step"),
+                    "eval_accuracy": entry["eval_accuracy"],
+                    "eval_loss": entry.get("eval_loss"),
+                    "train_loss": _weighted_mean(losses),
+                }
+            )
+            losses = []
+    return history
+
+
+def mean_train_loss(log_history):
+    """The mean loss over every step trained, from the logs: the same whether or not the run was resumed."""
+    return _weighted_mean([(entry["loss"], steps) for entry, steps in _loss_steps(log_history) if "loss" in entry])
 
 
 def sentences_per_step(training) -> int:

@@ -1,11 +1,10 @@
-"""Charts, a summary table and significance tests from every results file.
+"""Figures, and the summary beside them, from every results file in a folder.
 
     python plot_results.py [--results_dir results]
 
 Reads every DIR/*.json, skips (and names) any that is unreadable or not a completed run, and writes
-DIR/figures/*.png, DIR/summary.md and DIR/summary.json. Several runs of one method show as
-mean ± std with a 95 % confidence interval; each method is tested against full fine-tuning with
-McNemar's exact test on the dev predictions of the same seed.
+DIR/figures/*.png, with DIR/summary.md and DIR/summary.json from summary.py (mean ± std with a 95 %
+confidence interval per method, and McNemar's exact test against full fine-tuning).
 """
 
 import argparse
@@ -21,176 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from methods import METHODS  # noqa: E402
 from results import load_results  # noqa: E402
-from significance import mcnemar_exact, mean_std_ci  # noqa: E402
-from utils import write_json_atomic  # noqa: E402
+from summary import QUANTITIES, group_by_method, mcnemar_against_full, summarise, write_summary  # noqa: E402
 
 # One colour per method, the same in every figure.
 COLOURS = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(METHODS)}
-ALPHA = 0.05
-
-# key: (row title, axis label, getter, scale to display units, cell format)
-QUANTITIES = {
-    "accuracy": ("Accuracy", "dev accuracy (%)", lambda r: r["metrics"]["eval_accuracy"], 100, "{:.2f} %"),
-    "train_loss": ("Train Loss", "mean training loss", lambda r: r["metrics"]["train_loss"], 1, "{:.4f}"),
-    "trainable": (
-        "Trainable Params",
-        "trainable parameters (millions)",
-        lambda r: r["params"]["trainable"],
-        1e-6,
-        "{:.3g}M",
-    ),
-    "trainable_percent": (
-        "Trainable %",
-        "trainable parameters (%)",
-        lambda r: r["params"]["trainable_percent"],
-        1,
-        "{:.3g} %",
-    ),
-    "memory": (
-        "Max GPU Memory",
-        "peak GPU memory allocated (MB)",
-        lambda r: r["efficiency"]["peak_memory_mb"],
-        1,
-        "{:.0f} MB",
-    ),
-    "time": ("Training Time", "training time (s)", lambda r: r["efficiency"]["train_time_s"], 1, "{:.0f} s"),
-    "adapter": ("Adapter Size", "size on disk to reuse (MB)", lambda r: r.get("adapter_size_mb"), 1, "{:.3g} MB"),
-    "inference": (
-        "Inference Speed",
-        "dev sentences per second",
-        lambda r: r["efficiency"].get("inference_samples_per_s"),
-        1,
-        "{:.0f}/s",
-    ),
-}
-FIXED_BY_METHOD = {"trainable", "trainable_percent", "adapter"}  # no spread across seeds to show
-ORIGINAL_ROWS = ("accuracy", "train_loss", "trainable", "memory", "time")  # the original's table, in its order
-
-
-# What makes two runs of one method different experiments: averaging across these would hide it.
-DISTINGUISHING = {
-    "lr": lambda r: r.get("config", {}).get("training_arguments", {}).get("learning_rate"),
-    "recipe": lambda r: r.get("config", {}).get("recipe"),
-}
-
-
-def group_by_method(records):
-    """{label: [records]} in the registry's order, unknown methods last.
-
-    The label is the method, followed by "@ lr X, recipe Y" for whatever varies among its runs.
-    """
-    order = {name: i for i, name in enumerate(METHODS)}
-    varies = {}
-    for record in records:
-        for key, get in DISTINGUISHING.items():
-            varies.setdefault((record["method"], key), set()).add(get(record))
-    groups = {}
-    for record in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["run_name"])):
-        parts = [
-            f"{key} {get(record):g}" if isinstance(get(record), float) else f"{key} {get(record)}"
-            for key, get in DISTINGUISHING.items()
-            if len(varies[record["method"], key]) > 1
-        ]
-        label = record["method"] + (" @ " + ", ".join(parts) if parts else "")
-        groups.setdefault(label, []).append(record)
-    return groups
 
 
 def colour(label):
     return COLOURS.get(label.split(" @ ")[0], "grey")
-
-
-def summarise(groups):
-    """{method: {quantity: {mean, std, ci95, runs}}} in display units."""
-    table = {}
-    for method, runs in groups.items():
-        table[method] = {}
-        for key, (_, _, get, scale, _) in QUANTITIES.items():
-            values = [get(r) * scale for r in runs if get(r) is not None]
-            mean, std, half = mean_std_ci(values)
-            table[method][key] = {"mean": mean, "std": std, "ci95": half, "runs": len(values)}
-    return table
-
-
-def seed_of(record):
-    return record.get("config", {}).get("training_arguments", {}).get("seed")
-
-
-def mcnemar_against_full(groups):
-    """{label: [{seed, only_full_right, only_method_right, p, verdict}]} over runs paired by seed.
-
-    The reference for a seed is full fine-tuning's run with that seed (the newest, if there are several).
-    """
-    full_runs = [r for label, runs in groups.items() if is_full(label) for r in runs if "predictions" in r]
-    full = {seed_of(r): r for r in sorted(full_runs, key=lambda r: r.get("created_at", ""))}
-    tests = {}
-    for method, runs in groups.items():
-        if is_full(method):
-            continue
-        for run in runs:
-            reference = full.get(seed_of(run))
-            if reference is None or "predictions" not in run or run.get("labels") != reference.get("labels"):
-                continue
-            b, c, p = mcnemar_exact(reference["predictions"], run["predictions"], run["labels"])
-            verdict = "no significant difference" if p >= ALPHA else ("full better" if b > c else f"{method} better")
-            tests.setdefault(method, []).append(
-                {"seed": seed_of(run), "only_full_right": b, "only_method_right": c, "p_value": p, "verdict": verdict}
-            )
-    return tests
-
-
-def is_full(label):
-    return label.split(" @ ")[0] == "full"
-
-
-def format_cell(cell, template, with_ci=False, with_spread=True):
-    if cell["mean"] is None:
-        return "n/a"
-    text = template.format(cell["mean"])
-    if cell["std"] is not None and with_spread:
-        unit = template.format(cell["std"])
-        text += " ± " + unit.split(" ")[0].rstrip("M/s")
-        if with_ci:
-            text += f" (95 % CI ± {template.format(cell['ci95']).split(' ')[0]})"
-    return text
-
-
-def write_summary(table, tests, folder):
-    methods = list(table)
-    runs = {m: max(cell["runs"] for cell in table[m].values()) for m in methods}
-    lines = [
-        "| | " + " | ".join(f"{m} ({runs[m]} run{'s' * (runs[m] != 1)})" for m in methods) + " |",
-        "|---|" + "---|" * len(methods),
-    ]
-    for key in (*ORIGINAL_ROWS, *(k for k in QUANTITIES if k not in ORIGINAL_ROWS)):
-        title, _, _, _, template = QUANTITIES[key]
-        cells = [
-            format_cell(table[m][key], template, with_ci=key == "accuracy", with_spread=key not in FIXED_BY_METHOD)
-            for m in methods
-        ]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Mean ± sample standard deviation over runs; the accuracy's 95 % confidence interval uses "
-        "Student's t. Memory is n/a for runs on a CPU.",
-    ]
-    if tests:
-        lines += [
-            "",
-            f"## Against full fine-tuning: McNemar's exact test (two-sided, α = {ALPHA})",
-            "",
-            "| method | seed | only full right | only method right | p | verdict |",
-            "|---|---|---|---|---|---|",
-        ]
-        for method, rows in tests.items():
-            for row in rows:
-                lines.append(
-                    f"| {method} | {row['seed']} | {row['only_full_right']} | {row['only_method_right']} | "
-                    f"{row['p_value']:.3g} | {row['verdict']} |"
-                )
-    with open(os.path.join(folder, "summary.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    write_json_atomic(os.path.join(folder, "summary.json"), {"methods": table, "mcnemar_vs_full": tests})
 
 
 def bar_panel(axis, table, key):
@@ -222,17 +59,16 @@ def bar_panel(axis, table, key):
     axis.set_ylabel(label)
 
 
-def bar_figure(table, keys, path, title):
+def bar_figure(table, keys, title):
     fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 4.4))
     for axis, key in zip(axes, keys):
         bar_panel(axis, table, key)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def pareto(table, path):
+def pareto(table):
     """Accuracy against trainable parameters (log scale): what each method buys per parameter."""
     fig, axis = plt.subplots(figsize=(7, 4.6))
     variants = {}  # a method's variants (other rates, recipes) share its colour and differ in marker
@@ -259,11 +95,10 @@ def pareto(table, path):
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def learning_curves(groups, path):
+def learning_curves(groups):
     fig, axis = plt.subplots(figsize=(7, 4.6))
     for method, runs in groups.items():
         by_epoch = {}
@@ -286,8 +121,19 @@ def learning_curves(groups, path):
     axis.grid(alpha=0.3)
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def draw_figures(groups, table) -> dict:
+    """{file name: figure}, drawn from the summary table (and, per epoch, from the runs)."""
+    return {
+        "accuracy_loss_params.png": bar_figure(
+            table, ["accuracy", "train_loss", "trainable"], "Accuracy, loss and trainable parameters"
+        ),
+        "memory_time.png": bar_figure(table, ["memory", "time"], "Cost: peak GPU memory and training time"),
+        "accuracy_per_epoch.png": learning_curves(groups),
+        "accuracy_vs_parameters.png": pareto(table),
+    }
 
 
 def main(argv=None) -> int:
@@ -309,17 +155,9 @@ def main(argv=None) -> int:
     table = summarise(groups)
     figures = os.path.join(args.results_dir, "figures")
     os.makedirs(figures, exist_ok=True)
-    bar_figure(
-        table,
-        ["accuracy", "train_loss", "trainable"],
-        os.path.join(figures, "accuracy_loss_params.png"),
-        "Accuracy, loss and trainable parameters",
-    )
-    bar_figure(
-        table, ["memory", "time"], os.path.join(figures, "memory_time.png"), "Cost: peak GPU memory and training time"
-    )
-    learning_curves(groups, os.path.join(figures, "accuracy_per_epoch.png"))
-    pareto(table, os.path.join(figures, "accuracy_vs_parameters.png"))
+    for name, fig in draw_figures(groups, table).items():
+        fig.savefig(os.path.join(figures, name), dpi=120)
+        plt.close(fig)
     write_summary(table, mcnemar_against_full(groups), args.results_dir)
     print(
         f"{len(records)} runs of {len(groups)} methods -> {figures}/*.png, "

@@ -14,8 +14,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from config import ConfigError
-from results import read_record
-from utils import peak_memory_mb, read_json, write_json_atomic
+from metrics import peak_memory_mb
+from results import read_json, read_record, write_json_atomic
 
 RUN_STATE = "run_state.json"  # beside the checkpoints: the settings and the time each part of the run spent
 # Settings a resumed run must share with the run it continues.
@@ -52,21 +52,16 @@ class NonFiniteLoss(ArithmeticError):
     pass
 
 
-class ResilientTrainer(Trainer):
-    """The Trainer, plus two things a run needs to survive.
+class CompletePeftCheckpoints(Trainer):
+    """Checkpoints of peft models that hold every trainable tensor: the one place we override private hooks.
 
-    - It stops on a non-finite loss within CHECK_EVERY steps, without a host sync every step.
-    - Its checkpoints of peft models hold every trainable tensor. peft saves a prompt-learning adapter
-      as its output embeddings only, so prefix tuning's projection MLP, which trains, would be lost
-      and the run could not resume.
+    peft saves a prompt-learning adapter as its output embeddings only, so prefix tuning's projection MLP,
+    which trains, would be lost and the run could not resume. The Trainer offers no public hook for what a
+    checkpoint holds. tests/test_resilience.py checks that peft still drops the MLP (then this is needed) and
+    that a resumed run ends where an uninterrupted one does.
     """
 
-    CHECK_EVERY = 8
     TRAINABLE_STATE = "trainable_state.safetensors"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._nonfinite, self._unchecked = None, 0  # losses not yet checked, kept on the device
 
     def _trained_model(self, model=None):
         model = model if model is not None else self.model
@@ -98,6 +93,16 @@ class ResilientTrainer(Trainer):
         with torch.no_grad():
             for name, tensor in saved.items():
                 parameters[name].copy_(tensor)
+
+class ResilientTrainer(CompletePeftCheckpoints):
+    """The Trainer, plus what a run needs to survive: complete checkpoints (above), and a stop on a
+    non-finite loss within CHECK_EVERY steps, without a host sync every step."""
+
+    CHECK_EVERY = 8
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._nonfinite, self._unchecked = None, 0  # losses not yet checked, kept on the device
 
     def training_step(self, model, inputs, *args, **kwargs):
         loss = super().training_step(model, inputs, *args, **kwargs)

@@ -1,4 +1,4 @@
-"""The results files: one JSON per run, the contract that every analysis reads.
+"""The results files: one JSON per run, the contract that every analysis reads, and how files are written.
 
 Schema version 1 (see README): schema_version, status, method, run_name, created_at,
 config, params, metrics, efficiency, history, environment.
@@ -6,9 +6,10 @@ config, params, metrics, efficiency, history, environment.
 
 import glob
 import json
+import math
 import os
-
-from utils import read_json
+import tempfile
+from datetime import datetime, timezone
 
 SCHEMA_VERSION = 1
 NOT_RUNS = {"summary.json"}  # what plot_results.py writes beside the runs
@@ -25,13 +26,56 @@ REQUIRED = {
     ),
     "efficiency": ("train_time_s", "total_time_s", "train_samples_per_s", "peak_memory_mb", "peak_memory_reserved_mb"),
 }
+UNREADABLE = (OSError, UnicodeDecodeError, json.JSONDecodeError)
+
+
+def utc_stamp() -> str:
+    """The time in file names: sortable, and to the microsecond, so runs started together differ."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
 
 
 def results_path(results_dir, run_name):
     return os.path.join(results_dir, f"{run_name}.json")
 
 
-UNREADABLE = (OSError, UnicodeDecodeError, json.JSONDecodeError)
+def write_json_atomic(path, data, overwrite=True):
+    """Writes a whole file or nothing: a crash mid-write leaves no half file behind. NaN and infinity become null.
+
+    With overwrite=False an existing file is never replaced (FileExistsError), even by a racing process.
+    """
+    data = _finite(data)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2, allow_nan=False)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails if the path exists, atomically
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such numbers (a diverged loss, say) are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def read_record(path):

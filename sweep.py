@@ -13,13 +13,11 @@ import math
 import os
 import statistics
 import sys
-from datetime import datetime, timezone
 
-from config import ConfigError
+from config import ConfigError, refuse_flags
 from experiment import main as run_experiment
 from methods import METHODS
-from results import read_record
-from utils import write_json_atomic
+from results import read_record, utc_stamp, write_json_atomic
 
 
 def parse(argv):
@@ -42,9 +40,9 @@ def parse(argv):
         raise ConfigError(f"--grid {args.grid!r} and --seeds {args.seeds!r} must be comma-separated numbers.") from None
     if not grid or not all(rate > 0 and math.isfinite(rate) for rate in grid):
         raise ConfigError("--grid needs positive learning rates.")
-    for flag in ("--learning_rate", "--results_dir", "--run_name", "--method", "--holdout_fraction", "--seed"):
-        if any(item == flag or item.startswith(flag + "=") for item in train_flags):
-            raise ConfigError(f"sweep.py sets {flag} itself.")
+    refuse_flags(
+        "sweep.py", train_flags, ("--learning_rate", "--results_dir", "--run_name", "--method", "--holdout_fraction", "--seed")
+    )
     return args, grid, seeds, train_flags
 
 
@@ -77,7 +75,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     folder = os.path.join(args.results_dir, "sweeps", args.method)
-    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    stamp = utc_stamp()
     trials, rates = [], []
     for rate in grid:
         scores = []

@@ -1,105 +1,13 @@
-"""Small helpers the pipeline, the benchmark and the plots share: metrics, counts, memory, files."""
+"""The environment a run ran in (versions, device, commit), and the check that this stack can run the methods.
 
-import json
-import math
+    python utils.py --check-env
+"""
+
 import os
 import platform
 import subprocess
-import tempfile
 
-import numpy as np
 import torch
-
-
-def argmax_logits(logits, labels):
-    """Keeps only the predicted class on the device, so evaluation gathers one int per sentence."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
-
-
-def accuracy_metrics(eval_prediction):
-    """Accuracy without `evaluate`, whose metric scripts come from the Hub and fail offline."""
-    predictions = np.asarray(eval_prediction.predictions).reshape(-1)
-    labels = np.asarray(eval_prediction.label_ids).reshape(-1)
-    correct = int((predictions == labels).sum())
-    return {"accuracy": correct / len(labels), "correct": correct, "total": int(len(labels))}
-
-
-def count_parameters(model) -> dict:
-    """Trainable and total parameters; a tensor shared between modules counts once."""
-    unique = {id(p): p for p in model.parameters()}.values()
-    trainable = sum(p.numel() for p in unique if p.requires_grad)
-    total = sum(p.numel() for p in unique)
-    return {"trainable": trainable, "total": total, "trainable_percent": 100.0 * trainable / total}
-
-
-def reset_peak_memory():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_memory_mb() -> dict:
-    """Peak CUDA memory since the last reset, in MiB; None on a CPU, where torch does not track it."""
-    if not torch.cuda.is_available():
-        return {"peak_memory_mb": None, "peak_memory_reserved_mb": None}
-    torch.cuda.synchronize()
-    return {
-        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-        "peak_memory_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
-    }
-
-
-def gather_from_ranks(value) -> list:
-    """[value of rank 0, value of rank 1, ...] under torchrun or accelerate launch; [value] otherwise."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, value)
-        return gathered
-    return [value]
-
-
-def write_json_atomic(path, data, overwrite=True):
-    """Writes a whole file or nothing: a crash mid-write leaves no half file behind. NaN and infinity become null.
-
-    With overwrite=False an existing file is never replaced (FileExistsError), even by a racing process.
-    """
-    data = _finite(data)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2, allow_nan=False)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails if the path exists, atomically
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _finite(value):
-    """JSON has no NaN or infinity: such numbers (a diverged loss, say) are written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def environment() -> dict:
@@ -146,7 +54,9 @@ def check_environment() -> bool:
     that is what broke when transformers 5.24 renamed BERT's past_key_values.
     """
     from peft import PrefixTuningConfig, get_peft_model
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
+
+    from models import tiny_bert_config
 
     for name, version in environment().items():
         print(f"{name:>13}: {version}")
@@ -154,16 +64,8 @@ def check_environment() -> bool:
     print(f"{'cuda':>13}: {torch.version.cuda if cuda else 'not available'}")
     print(f"{'bf16':>13}: {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}")
     try:
-        config = BertConfig(
-            vocab_size=50,
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            num_labels=2,
-        )
         model = get_peft_model(
-            BertForSequenceClassification(config),
+            BertForSequenceClassification(tiny_bert_config(50, hidden_size=16, intermediate_size=32)),
             PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4, prefix_projection=True),
         )
         ids = torch.randint(5, 50, (2, 7))

@@ -37,7 +37,9 @@ def write_tsv(path, rows, header=("sentence", "label")):
 
 
 def build_tiny_model(folder, seed=0):
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import BertForSequenceClassification, BertTokenizer
+
+    from models import tiny_bert_config
 
     os.makedirs(folder, exist_ok=True)
     vocab_path = os.path.join(folder, "vocab.txt")
@@ -46,16 +48,7 @@ def build_tiny_model(folder, seed=0):
     # BertTokenizerFast(vocab_file=...) silently ignores the file in transformers 5.x; this one reads it.
     BertTokenizer(vocab=vocab_path).save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    BertForSequenceClassification(tiny_bert_config(len(VOCAB))).save_pretrained(folder)
     return folder
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
 
 from experiment import main
-from utils import read_json
+from results import read_json
 
 
 @pytest.mark.parametrize(

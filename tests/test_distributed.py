@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, tiny_argv
 
 from experiment import main
-from utils import read_json
+from results import read_json
 
 
 def free_port():

@@ -11,7 +11,7 @@ from conftest import ROOT, tiny_argv
 
 from experiment import main
 from results import REQUIRED, SCHEMA_VERSION, problem_with
-from utils import read_json
+from results import read_json
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ import pytest
 import torch
 from conftest import tiny_argv, toy_sentences
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from config import ExperimentArguments
-from experiment import ExperimentTrainer, main
+from experiment import build_trainer, main
 from methods import apply_method
-from utils import read_json
+from results import read_json
 
 
 def one_step(tiny_model, method, folder, batch_size, accumulation):
@@ -21,7 +21,8 @@ def one_step(tiny_model, method, folder, batch_size, accumulation):
     model = AutoModelForSequenceClassification.from_pretrained(
         tiny_model, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
-    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4))
+    experiment = ExperimentArguments(method=method, num_virtual_tokens=4)
+    model = apply_method(model, method, experiment)
     args = TrainingArguments(
         output_dir=str(folder),
         use_cpu=True,
@@ -37,9 +38,7 @@ def one_step(tiny_model, method, folder, batch_size, accumulation):
         save_strategy="no",
         disable_tqdm=True,
     )
-    trainer = ExperimentTrainer(
-        model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer)
-    )
+    trainer = build_trainer(experiment, args, model, tokenizer, data)
     before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     trainer.train()
     (logged,) = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from config import ExperimentArguments
 from methods import METHODS, apply_method
-from utils import count_parameters
+from metrics import count_parameters
 
 C = BertConfig(num_labels=2)
 H, L, FF, TOKENS = C.hidden_size, C.num_hidden_layers, C.intermediate_size, 20

@@ -6,7 +6,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from config import ExperimentArguments
 from methods import apply_method
-from utils import count_parameters
+from metrics import count_parameters
 
 BERT_BASE = BertConfig(num_labels=2)
 

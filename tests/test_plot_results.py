@@ -2,8 +2,9 @@
 
 import copy
 
-from plot_results import group_by_method, main, mcnemar_against_full, summarise, write_summary
-from utils import read_json, write_json_atomic
+from plot_results import main
+from summary import group_by_method, mcnemar_against_full, summarise, write_summary
+from results import read_json, write_json_atomic
 
 
 def record(method, accuracy, seconds, run_name, seed=42, predictions=None, learning_rate=1e-3):

@@ -16,7 +16,7 @@ from transformers import (
 from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ConfigError, ExperimentArguments, parse_args, recipe_settings
 from experiment import ExperimentTrainer, main
 from methods import apply_method
-from utils import read_json
+from results import read_json
 
 
 def test_original_recipe_reproduces_the_original_mechanics():

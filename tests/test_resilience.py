@@ -14,7 +14,7 @@ import resilience
 from experiment import main
 from resilience import hint_for
 from results import problem_with
-from utils import read_json, write_json_atomic
+from results import read_json, write_json_atomic
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 

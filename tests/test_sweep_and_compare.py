@@ -6,7 +6,7 @@ import pytest
 
 import compare
 import sweep
-from utils import read_json
+from results import read_json
 
 
 def shared_flags(model, data):

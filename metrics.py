@@ -1,0 +1,44 @@
+"""What a run measures: accuracy (without `evaluate`), trainable parameters and peak GPU memory."""
+
+import numpy as np
+import torch
+
+
+def argmax_logits(logits, labels):
+    """Keeps only the predicted class on the device, so evaluation gathers one int per sentence."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def accuracy_metrics(eval_prediction):
+    """Accuracy without `evaluate`, whose metric scripts come from the Hub and fail offline."""
+    predictions = np.asarray(eval_prediction.predictions).reshape(-1)
+    labels = np.asarray(eval_prediction.label_ids).reshape(-1)
+    correct = int((predictions == labels).sum())
+    return {"accuracy": correct / len(labels), "correct": correct, "total": int(len(labels))}
+
+
+def count_parameters(model) -> dict:
+    """Trainable and total parameters; a tensor shared between modules counts once."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    total = sum(p.numel() for p in unique)
+    return {"trainable": trainable, "total": total, "trainable_percent": 100.0 * trainable / total}
+
+
+def reset_peak_memory():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mb() -> dict:
+    """Peak CUDA memory since the last reset, in MiB; None on a CPU, where torch does not track it."""
+    if not torch.cuda.is_available():
+        return {"peak_memory_mb": None, "peak_memory_reserved_mb": None}
+    torch.cuda.synchronize()
+    return {
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "peak_memory_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+    }

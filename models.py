@@ -1,0 +1,77 @@
+"""The classifier a run starts from: loaded from the Hub or a local folder, or a tiny BERT for checks."""
+
+import os
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+from methods import METHODS
+
+LABELS = {0: "negative", 1: "positive"}
+# What BERT would set on its first forward; set before it, so torch.compile does not recompile on step two.
+PROBLEM_TYPE = "single_label_classification"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded. The message says how to get one."""
+
+
+def load_model_and_tokenizer(name_or_path):
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: name or org/name
+    if looks_local and not os.path.isdir(name_or_path):
+        raise ModelError(f"--model_name_or_path {name_or_path} is not a folder.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=2,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+            problem_type=PROBLEM_TYPE,
+        )
+    except (OSError, ValueError) as error:
+        if os.path.isdir(name_or_path):
+            first_line = str(error).strip().splitlines()[0]
+            raise ModelError(f"{name_or_path} could not be loaded as a model and tokenizer: {first_line}") from None
+        raise ModelError(
+            f"could not fetch the model '{name_or_path}' from the Hugging Face Hub ({type(error).__name__}); "
+            "to run offline, pass a local folder with config.json, weights and tokenizer files as "
+            "--model_name_or_path DIR."
+        ) from None
+    return model, tokenizer
+
+
+def declare_mean_loss(model):
+    """Tells the Trainer, through the model attribute it reads, that the loss is already a mean over the batch.
+
+    BERT's classification loss ignores the Trainer's count of labels (num_items_in_batch), but its forward
+    takes **kwargs, so the Trainer assumes the count is used: it then skips dividing by
+    --gradient_accumulation_steps and multiplies by the number of processes, N times the gradients and the
+    logged losses (tests/test_gradient_accumulation.py and tests/test_distributed.py fail without this).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # the Trainer unwraps peft
+    base.accepts_loss_kwargs = False
+    return model
+
+
+def longest_input(model, experiment) -> int:
+    """max_seq_length, shortened where virtual tokens or padding would push positions past the model's table."""
+    positions = getattr(model.config, "max_position_embeddings", experiment.max_seq_length)
+    room = positions - METHODS[experiment.method].virtual_tokens(experiment)
+    if experiment.pad_to_multiple_of:  # a batch is padded up to the next multiple, which must fit too
+        room -= room % experiment.pad_to_multiple_of
+    return min(experiment.max_seq_length, room)
+
+
+def tiny_bert_config(vocab_size, **overrides) -> BertConfig:
+    """A two-layer BERT small enough for a check or a test to train on a CPU in seconds."""
+    settings = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        problem_type=PROBLEM_TYPE,
+    )
+    return BertConfig(**{**settings, **overrides})
