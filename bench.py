@@ -229,7 +229,9 @@ def model_factory(bench):
         )
     config = BertConfig(num_labels=2, problem_type=PROBLEM_TYPE)
     if bench.quick:
-        config = tiny_bert_config(config.vocab_size, hidden_size=128, intermediate_size=256, max_position_embeddings=512)
+        config = tiny_bert_config(
+            config.vocab_size, hidden_size=128, intermediate_size=256, max_position_embeddings=512
+        )
     return lambda: BertForSequenceClassification(config)
 
 

@@ -129,10 +129,12 @@ class ExperimentArguments:
     # The recipe's own knobs: --recipe sets them, so --help does not list them. They still parse, for
     # measuring one change at a time (bench.py --variants "--torch_compile_dynamic False").
     pad_to_max_length: bool = field(
-        default=False, metadata={"help": argparse.SUPPRESS}  # pad every sentence to max_seq_length
+        default=False,
+        metadata={"help": argparse.SUPPRESS},  # pad every sentence to max_seq_length
     )
     pad_to_multiple_of: Optional[int] = field(
-        default=None, metadata={"help": argparse.SUPPRESS}  # pad each batch up to a multiple of this many tokens
+        default=None,
+        metadata={"help": argparse.SUPPRESS},  # pad each batch up to a multiple of this many tokens
     )
     # With --torch_compile: compile once for symbolic shapes (True) or per shape (False); unset: torch's
     # default, which compiles for the first shape and again when a dimension changes.
@@ -266,7 +268,9 @@ def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
     values.setdefault("run_name", default_run_name(values["method"]))
     if not RUN_NAME.fullmatch(values["run_name"]):
         raise ConfigError(f"--run_name {values['run_name']!r} must be a plain file name (letters, digits, . _ + = -).")
-    values.setdefault("output_dir", os.path.join(values.get("results_dir", "results"), "checkpoints", values["run_name"]))
+    values.setdefault(
+        "output_dir", os.path.join(values.get("results_dir", "results"), "checkpoints", values["run_name"])
+    )
 
     experiment, training = _build(values)
     _check_schedule(training)

@@ -28,6 +28,7 @@ from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memo
 from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input
 from resilience import (
     RUN_STATE,
+    LogAtCheckpoints,
     ResilientTrainer,
     RunFailed,
     RunInterrupted,
@@ -45,9 +46,8 @@ class ExperimentTrainer(ResilientTrainer):
     """The pipeline's Trainer: ResilientTrainer, plus a FLOPs estimate that counts the parameters once.
 
     The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
-    module and parameter: about 0.5 ms of host time per step for BERT-base's structure (timed on a
-    2-core CPU), which a CUDA-graph step cannot hide. The count never changes while training.
-    Build it with build_trainer, as the train scripts, sweep.py and bench.py do.
+    module and parameter whose host time a CUDA-graph step cannot hide (README, "Performance"). The count
+    never changes while training. Build it with build_trainer, as the train scripts, sweep.py and bench.py do.
     """
 
     _counted = (None, 0)  # (the model counted, its non-embedding parameters)
@@ -201,7 +201,13 @@ def run(experiment, training, recipe) -> dict:
     results = ResultsFile(path, experiment, training, recipe, model, data, run_state)
     stopper = StopOnSignal()
     trainer = build_trainer(
-        experiment, training, model, tokenizer, data.train, data.eval, callbacks=[results.state_recorder, stopper]
+        experiment,
+        training,
+        model,
+        tokenizer,
+        data.train,
+        data.eval,
+        callbacks=[results.state_recorder, stopper, LogAtCheckpoints()],
     )
     memory_per_rank = train_resiliently(trainer, results, stopper, checkpoint)
     return evaluate_and_record(trainer, results, data.eval, memory_per_rank, started)
@@ -227,7 +233,9 @@ def train_resiliently(trainer, results: ResultsFile, stopper: StopOnSignal, chec
                 "stopped at once; the last checkpoint is the one to resume from.", signal.SIGINT
             ) from None
         message = f"training failed at step {trainer.state.global_step}: {hint_for(error)}"
-        results.write(trainer, "failed", error={"type": type(error).__name__, "message": str(error)[:2000], "hint": message})
+        results.write(
+            trainer, "failed", error={"type": type(error).__name__, "message": str(error)[:2000], "hint": message}
+        )
         raise RunFailed(message) from error
     results.state_recorder.update(trainer.state.global_step)
     memory_per_rank = gather_object([peak_memory_mb()["peak_memory_mb"]])  # every rank must take part

@@ -94,6 +94,7 @@ class CompletePeftCheckpoints(Trainer):
             for name, tensor in saved.items():
                 parameters[name].copy_(tensor)
 
+
 class ResilientTrainer(CompletePeftCheckpoints):
     """The Trainer, plus what a run needs to survive: complete checkpoints (above), and a stop on a
     non-finite loss within CHECK_EVERY steps, without a host sync every step."""
@@ -147,6 +148,19 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
+
+
+class LogAtCheckpoints(TrainerCallback):
+    """Logs the training loss whenever a checkpoint is saved, so that the checkpoint's log holds every step's loss.
+
+    The Trainer keeps the loss since its last log in memory only: a run resumed from a mid-epoch checkpoint
+    would lose the loss of the steps before it, and record a different train loss for that epoch
+    (tests/test_resume.py). It must come after any callback that asks for a save (StopOnSignal).
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
 
 
 class RunStateRecorder(TrainerCallback):

@@ -41,7 +41,9 @@ def parse(argv):
     if not grid or not all(rate > 0 and math.isfinite(rate) for rate in grid):
         raise ConfigError("--grid needs positive learning rates.")
     refuse_flags(
-        "sweep.py", train_flags, ("--learning_rate", "--results_dir", "--run_name", "--method", "--holdout_fraction", "--seed")
+        "sweep.py",
+        train_flags,
+        ("--learning_rate", "--results_dir", "--run_name", "--method", "--holdout_fraction", "--seed"),
     )
     return args, grid, seeds, train_flags
 

@@ -1,6 +1,6 @@
 """The environment a run ran in (versions, device, commit), and the check that this stack can run the methods.
 
-    python utils.py --check-env
+python utils.py --check-env
 """
 
 import os

@@ -19,6 +19,8 @@ def free_port():
         return sock.getsockname()[1]
 
 
+pytestmark = pytest.mark.slow  # two processes per test
+
 # Each launcher's flags for two processes on this machine; the port comes last.
 LAUNCHERS = {
     "torchrun": "-m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port",

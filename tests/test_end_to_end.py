@@ -1,17 +1,46 @@
 """Both train scripts run the whole pipeline and write a results file that follows the contract."""
 
+import csv
 import glob
 import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 from conftest import ROOT, tiny_argv
 
 from experiment import main
-from results import REQUIRED, SCHEMA_VERSION, problem_with
-from results import read_json
+from methods import METHODS
+from results import REQUIRED, SCHEMA_VERSION, problem_with, read_json
+
+# The README's schema ("The results JSON"), written out here rather than taken from the code that writes it.
+README_SCHEMA = {
+    None: {
+        "schema_version", "status", "method", "run_name", "created_at", "config", "params", "metrics",
+        "efficiency", "data", "history", "environment", "predictions", "labels", "adapter_size_mb", "resumed",
+        "segments", "step",
+    },
+    "params": {"trainable", "total", "trainable_percent"},
+    "metrics": {
+        "eval_accuracy", "eval_correct", "eval_total", "eval_loss", "train_loss", "best_eval_accuracy", "best_epoch",
+    },
+    "efficiency": {
+        "train_time_s", "eval_time_s", "total_time_s", "train_steps", "train_samples_per_s", "peak_memory_mb",
+        "peak_memory_reserved_mb", "inference_samples_per_s", "peak_memory_mb_per_rank", "world_size",
+    },
+    "data": {"train_sentences", "eval_sentences", "train_truncated", "eval_truncated"},
+    "environment": {"python", "torch", "transformers", "peft", "datasets", "device", "cpu_threads", "git_commit"},
+}  # fmt: skip
+HISTORY_ROW = {"epoch", "step", "eval_accuracy", "eval_loss", "train_loss"}
+
+
+def labels_in_file(path):
+    """The gold labels of a GLUE TSV, read with the csv module alone."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [int(row["label"]) for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +125,7 @@ def test_plots_and_summary_from_the_results(two_runs, capsys):
     assert "full (1 run)" in summary and "prefix (1 run)" in summary
 
 
+@pytest.mark.slow
 def test_scripts_run_as_commands(tiny_model, tiny_data, tmp_path):
     """The entry points work from a shell, and --help documents the original's defaults."""
     help_text = subprocess.run([sys.executable, "train_prefix.py", "--help"], cwd=ROOT, capture_output=True, text=True)
@@ -121,3 +151,54 @@ def test_scripts_run_as_commands(tiny_model, tiny_data, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "accuracy" in done.stdout.splitlines()[-1]  # the one-line summary
+
+
+@pytest.mark.parametrize("run_name", ["ft", "px"])
+def test_accuracy_is_what_the_predictions_score_against_the_dev_file(two_runs, tiny_data, run_name):
+    """Recounted from the stored predictions and the labels in dev.tsv, not from the code that computed it."""
+    results, _ = two_runs
+    record = read_json(results / f"{run_name}.json")
+    gold = labels_in_file(os.path.join(tiny_data, "dev.tsv"))
+    assert record["labels"] == gold  # in dev order, none shuffled or dropped
+    correct = sum(p == y for p, y in zip(record["predictions"], gold, strict=True))
+    assert record["metrics"]["eval_correct"] == correct
+    assert record["metrics"]["eval_total"] == len(gold)
+    assert record["metrics"]["eval_accuracy"] == correct / len(gold)
+
+
+@pytest.mark.parametrize("run_name", ["ft", "px"])
+def test_the_results_file_holds_the_readme_s_schema(two_runs, run_name):
+    results, _ = two_runs
+    record = read_json(results / f"{run_name}.json")
+    for section, keys in README_SCHEMA.items():
+        present = set(record if section is None else record[section])
+        assert keys <= present, f"{section or 'top level'} lacks {sorted(keys - present)}"
+    assert all(HISTORY_ROW <= set(row) for row in record["history"])
+    assert datetime.fromisoformat(record["created_at"]).tzinfo is not None
+    params, efficiency = record["params"], record["efficiency"]
+    assert params["trainable_percent"] == pytest.approx(100 * params["trainable"] / params["total"])
+    assert record["adapter_size_mb"] > 0
+    assert 0 < efficiency["eval_time_s"] < efficiency["train_time_s"]  # two evaluations inside the training
+    assert efficiency["inference_samples_per_s"] > 0
+    assert efficiency["world_size"] == 1 and efficiency["peak_memory_mb_per_rank"] == [None]
+    assert len(record["predictions"]) == len(record["labels"]) == record["metrics"]["eval_total"]
+
+
+def test_the_toy_task_is_learned(tiny_model, tiny_data, tmp_path):
+    """The pipeline learns: one sentiment word decides each toy label, and full fine-tuning finds it."""
+    flags = ["--num_train_epochs", "15", "--learning_rate", "5e-3", "--save_strategy", "no", "--run_name", "learn"]
+    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method="full") == 0
+    record = read_json(tmp_path / "learn.json")
+    gold = labels_in_file(os.path.join(tiny_data, "dev.tsv"))
+    correct = sum(p == y for p, y in zip(record["predictions"], gold, strict=True))
+    assert correct / len(gold) >= 0.95  # 100 % here; 0.42 is the majority class of this dev set
+    assert record["history"][-1]["train_loss"] < 0.5 * record["history"][0]["train_loss"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_writes_a_results_file(method, tiny_model, tiny_data, tmp_path):
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--method", method, "--max_steps", "1", "--run_name", "one")
+    assert main([*argv, "--save_strategy", "no", "--num_virtual_tokens", "4"]) == 0
+    record = read_json(tmp_path / "one.json")
+    assert problem_with(record) is None and record["method"] == method
+    assert record["efficiency"]["train_steps"] == 1 and record["metrics"]["eval_total"] == 40

@@ -2,9 +2,11 @@
 
 import copy
 
+import pytest
+
 from plot_results import main
-from summary import group_by_method, mcnemar_against_full, summarise, write_summary
 from results import read_json, write_json_atomic
+from summary import group_by_method, mcnemar_against_full, summarise, write_summary
 
 
 def record(method, accuracy, seconds, run_name, seed=42, predictions=None, learning_rate=1e-3):
@@ -108,3 +110,37 @@ def test_no_usable_results_is_a_clear_error(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "no completed runs" in captured.err and "broken.json" in captured.out
     assert not (tmp_path / "summary.md").exists()
+
+
+def test_the_figures_plot_the_runs_values():
+    """Bar heights, error bars and points read back from the drawn figures, against values computed here."""
+    import statistics
+
+    import plot_results
+
+    runs = [
+        record("full", 0.80, 100, "a", seed=1),
+        record("full", 0.90, 300, "b", seed=2),
+        record("prefix", 0.70, 50, "c", seed=1),
+    ]
+    runs[2]["params"]["trainable"] = 20_000
+    groups = group_by_method(runs)
+    figures = plot_results.draw_figures(groups, summarise(groups))
+
+    accuracy, loss, trainable = figures["accuracy_loss_params.png"].axes
+    heights = [bar.get_height() for bar in accuracy.patches]
+    assert heights == pytest.approx([100 * statistics.fmean([0.80, 0.90]), 70.0])
+    (error_bars,) = [c for c in accuracy.containers if hasattr(c, "has_yerr") and c.has_yerr]
+    segments = error_bars.lines[2][0].get_segments()
+    assert segments[0][1][1] - segments[0][0][1] == pytest.approx(2 * 100 * statistics.stdev([0.80, 0.90]))
+    assert [tick.get_text() for tick in accuracy.get_xticklabels()] == ["full", "prefix"]
+    assert [bar.get_height() for bar in trainable.patches] == pytest.approx([1.0, 0.02])  # millions
+
+    (pareto_axis,) = figures["accuracy_vs_parameters.png"].axes
+    markers = [container.lines[0] for container in pareto_axis.containers]  # each errorbar's data line
+    points = sorted((line.get_xdata()[0], line.get_ydata()[0]) for line in markers)
+    assert points == pytest.approx([(20_000, 70.0), (1_000_000, 85.0)])
+
+    (epochs_axis,) = figures["accuracy_per_epoch.png"].axes
+    curves = {line.get_label(): list(line.get_ydata()) for line in epochs_axis.lines}
+    assert curves == {"full (2)": pytest.approx([85.0]), "prefix (1)": pytest.approx([70.0])}

@@ -170,6 +170,7 @@ def test_outputs_and_gradients_do_not_depend_on_the_bucket(method, tiny_model, t
             torch.testing.assert_close(gradient, steps[0][1][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, precision", [("full", []), ("prefix", ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True"])]
 )
@@ -186,6 +187,8 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
     write_tsv(data / "dev.tsv", rows[:20])
     flags = [
         "--torch_compile",
+        "--torch_compile_backend",
+        "aot_eager",  # dynamo's graphs and autograd's tracing, as under inductor, without inductor's code generation
         "--torch_compile_dynamic",
         "True",
         "--pad_to_multiple_of",
@@ -211,6 +214,7 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
     assert record["efficiency"]["train_steps"] == 7
 
 
+@pytest.mark.slow
 def test_bench_quick_on_cpu_writes_its_json(tmp_path, capsys):
     import bench
 
@@ -227,6 +231,7 @@ def test_bench_quick_on_cpu_writes_its_json(tmp_path, capsys):
     assert "ms/step" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_profile_writes_a_trace(tmp_path):
     import bench
 
@@ -253,6 +258,7 @@ def test_the_pipeline_trainer_counts_parameters_once(method, tiny_model, tokeniz
     assert len(counted) == 1
 
 
+@pytest.mark.slow
 def test_bench_variants_add_rows_and_a_bad_one_fails_alone(tmp_path, capsys):
     import bench
 

@@ -56,6 +56,7 @@ def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
     assert "sweep.py sets --learning_rate itself" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data, tmp_path):
     assert (
         compare.main(
