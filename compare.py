@@ -85,6 +85,8 @@ def main(argv=None) -> int:
             results_dir,
             "--disable_tqdm",
             "True",
+            "--save_model",
+            "False",  # a grid keeps its results files; a --save_model True among the train flags comes later and wins
             *train_flags,
         ]
         started = time.perf_counter()

@@ -1,11 +1,13 @@
 """The one pipeline behind every train script, in the order it runs:
 
-    plan_resume -> build_model -> prepare_data -> build_trainer -> train_resiliently -> evaluate_and_record
+    plan_resume -> build_model -> prepare_data -> build_trainer -> train_resiliently -> evaluate -> save_model
 
 The scripts differ only in the method they pass; the method itself is data (methods.py).
 A run survives interruption: it checkpoints every epoch into results/checkpoints/<run_name>/,
 Ctrl-C or SIGTERM saves a checkpoint and records status "interrupted", an exception records
 status "failed", and running the same --run_name again (or --resume) continues where it stopped.
+Once it completes, the trained model is saved for predict.py under results/models/<run_name>/, and the
+checkpoints, which serve only resuming, are removed.
 """
 
 import contextlib
@@ -25,7 +27,7 @@ from config import ConfigError, parse_args
 from data_loader import DataError, load_sst2, split_holdout, tokenize
 from methods import apply_method
 from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
-from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input
+from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input, save_for_reuse
 from resilience import (
     RUN_STATE,
     LogAtCheckpoints,
@@ -37,6 +39,7 @@ from resilience import (
     hint_for,
     last_complete_checkpoint,
     plan_resume,
+    remove_checkpoints,
 )
 from results import SCHEMA_VERSION, results_path, write_json_atomic
 from utils import environment
@@ -210,7 +213,25 @@ def run(experiment, training, recipe) -> dict:
         callbacks=[results.state_recorder, stopper, LogAtCheckpoints()],
     )
     memory_per_rank = train_resiliently(trainer, results, stopper, checkpoint)
-    return evaluate_and_record(trainer, results, data.eval, memory_per_rank, started)
+    evaluate(trainer, results, data.eval, memory_per_rank, started)
+    results.record["model_dir"] = save_model(trainer, experiment, data.max_length)
+    results.write(trainer, "completed")
+    if trainer.is_world_process_zero():
+        if not experiment.keep_checkpoints:
+            remove_checkpoints(training.output_dir)  # they serve only resuming, and the run is complete
+        print(summary_line(results.record, path))
+    return results.record
+
+
+def save_model(trainer, experiment, max_length):
+    """Saves what predict.py needs into RESULTS_DIR/models/<run_name>/ (--save_model); returns the folder."""
+    if not experiment.save_model:
+        return None
+    folder = os.path.join(experiment.results_dir, "models", trainer.args.run_name)
+    if trainer.is_world_process_zero():
+        info = {"run_name": trainer.args.run_name, "method": experiment.method, "max_length": max_length}
+        save_for_reuse(trainer.model, trainer.processing_class, folder, info)
+    return folder
 
 
 def train_resiliently(trainer, results: ResultsFile, stopper: StopOnSignal, checkpoint) -> list:
@@ -251,8 +272,8 @@ def train_resiliently(trainer, results: ResultsFile, stopper: StopOnSignal, chec
     return memory_per_rank
 
 
-def evaluate_and_record(trainer, results: ResultsFile, eval_set, memory_per_rank, started) -> dict:
-    """Evaluates the trained model and writes the completed results file."""
+def evaluate(trainer, results: ResultsFile, eval_set, memory_per_rank, started):
+    """Evaluates the trained model, and puts the metrics, costs and dev predictions into the record."""
     training, record = trainer.args, results.record
     prediction = trainer.predict(eval_set, metric_key_prefix="eval")
     final = prediction.metrics
@@ -288,10 +309,6 @@ def evaluate_and_record(trainer, results: ResultsFile, eval_set, memory_per_rank
     record["adapter_size_mb"] = adapter_size_mb(trainer.model)
     record["predictions"] = [int(p) for p in prediction.predictions.reshape(-1)]
     record["labels"] = [int(y) for y in prediction.label_ids.reshape(-1)]
-    results.write(trainer, "completed")
-    if trainer.is_world_process_zero():
-        print(summary_line(record, results.path))
-    return record
 
 
 def _loss_steps(log_history):

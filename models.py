@@ -1,10 +1,13 @@
-"""The classifier a run starts from: loaded from the Hub or a local folder, or a tiny BERT for checks."""
+"""The classifier: loaded from the Hub or a local folder to start a run, saved for reuse when the run
+completes, and loaded again from that folder by predict.py; and a tiny BERT for checks."""
 
+import json
 import os
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from methods import METHODS
+from results import read_json
 
 LABELS = {0: "negative", 1: "positive"}
 # What BERT would set on its first forward; set before it, so torch.compile does not recompile on step two.
@@ -38,6 +41,50 @@ def load_model_and_tokenizer(name_or_path):
             "--model_name_or_path DIR."
         ) from None
     return model, tokenizer
+
+
+RUN_INFO = "sst2_run.json"  # beside a saved model: which run made it, and the input length it was trained at
+
+
+def save_for_reuse(model, tokenizer, folder, run_info: dict):
+    """What reuse needs, as the libraries load it: peft's adapter (its config names the base model) or the whole
+    model, with the tokenizer, and RUN_INFO."""
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if hasattr(model, "get_base_model"):  # peft: the adapter, plus the classifier head it trained
+        model.save_pretrained(folder)
+    else:  # frozen weights kept in bf16 (--bf16_frozen_weights) are saved in fp32, so they load like any model
+        model.float().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with open(os.path.join(folder, RUN_INFO), "w") as handle:
+        json.dump(run_info, handle, indent=2)
+    return folder
+
+
+def load_for_prediction(folder, base_model_name_or_path=None):
+    """(model, tokenizer, run info) from a folder that save_for_reuse wrote. Raises ModelError."""
+    if not os.path.isdir(folder):
+        raise ModelError(f"--model {folder} is not a folder.")
+    peft = os.path.isfile(os.path.join(folder, "adapter_config.json"))
+    if not peft and not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ModelError(f"{folder} is not a saved run: it has neither adapter_config.json nor config.json.")
+    info_path = os.path.join(folder, RUN_INFO)
+    info = read_json(info_path) if os.path.isfile(info_path) else {}
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not peft:
+        return AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, info
+    from peft import PeftConfig, PeftModel
+
+    base = base_model_name_or_path or PeftConfig.from_pretrained(folder).base_model_name_or_path
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+        )
+    except (OSError, ValueError) as error:
+        raise ModelError(
+            f"could not load the base model '{base}' named in {folder}/adapter_config.json "
+            f"({type(error).__name__}); pass --base_model_name_or_path DIR."
+        ) from None
+    return PeftModel.from_pretrained(model, folder), tokenizer, info
 
 
 def declare_mean_loss(model):

@@ -5,6 +5,7 @@ so the Trainer stays the engine.
 """
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -179,6 +180,18 @@ class RunStateRecorder(TrainerCallback):
         self.update(state.global_step)
         if args.should_save:
             write_json_atomic(self.path, self.state)
+
+
+def remove_checkpoints(folder):
+    """Deletes a completed run's checkpoints and run state, and the folder if nothing else is in it."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if (name.startswith("checkpoint-") and name[11:].isdigit()) or name == RUN_STATE:
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def last_complete_checkpoint(folder):

@@ -51,7 +51,8 @@ def parse(argv):
 def run_trial(args, folder, run_name, rate, seed, train_flags):
     """One run scored on the held-out slice. Returns (exit code, trial)."""
     argv = ["--method", args.method, "--learning_rate", str(rate), "--seed", str(seed), "--results_dir", folder]
-    argv += ["--run_name", run_name, "--holdout_fraction", str(args.holdout_fraction), *train_flags]
+    argv += ["--run_name", run_name, "--holdout_fraction", str(args.holdout_fraction), "--save_model", "False"]
+    argv += train_flags  # after our --save_model False: a user's --save_model True wins
     code = run_experiment(argv)
     record = read_record(os.path.join(folder, f"{run_name}.json"))
     trial = {

@@ -20,7 +20,7 @@ README_SCHEMA = {
     None: {
         "schema_version", "status", "method", "run_name", "created_at", "config", "params", "metrics",
         "efficiency", "data", "history", "environment", "predictions", "labels", "adapter_size_mb", "resumed",
-        "segments", "step",
+        "segments", "step", "model_dir",
     },
     "params": {"trainable", "total", "trainable_percent"},
     "metrics": {

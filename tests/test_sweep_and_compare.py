@@ -44,6 +44,7 @@ def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tm
         assert record["metrics"]["eval_total"] == 5  # not the 40 dev sentences
         assert sorted(record["labels"]).count(1) in (2, 3)  # stratified: the toy set is about half positive
     assert not list(tmp_path.glob("*.json"))  # trials stay out of the main results folder
+    assert not list(tmp_path.rglob("models"))  # a grid saves no models unless asked (--save_model True)
 
 
 def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
@@ -83,3 +84,4 @@ def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data,
     assert "| lora | 1 |" in summary and "| lora | 2 |" in summary  # McNemar per seed against full
     assert "full (2 runs)" in summary and "lora (2 runs)" in summary
     assert os.path.isfile(tmp_path / "figures" / "accuracy_vs_parameters.png")
+    assert not (tmp_path / "models").exists()

@@ -1,0 +1,114 @@
+"""A completed run keeps what it trained, and predict.py classifies with it exactly as the run did."""
+
+import csv
+import os
+
+import pytest
+from conftest import tiny_argv
+
+import predict
+from experiment import main
+from results import read_json
+
+NAMES = {"negative": 0, "positive": 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, tiny_data, tmp_path_factory):
+    """Full fine-tuning learns the toy task and saves its model; prefix tuning and LoRA start from that model,
+    so that every run predicts both classes and a round trip that got the order or the labels wrong would show."""
+    folder = tmp_path_factory.mktemp("runs")
+    learn = ["--num_train_epochs", "15", "--learning_rate", "5e-3", "--save_strategy", "no"]
+    assert main(tiny_argv(tiny_model, tiny_data, folder, *learn, "--method", "full", "--run_name", "full")) == 0
+    for method in ("prefix", "lora"):
+        argv = tiny_argv(str(folder / "models" / "full"), tiny_data, folder, "--method", method, "--run_name", method)
+        assert main(argv) == 0
+    return folder
+
+
+@pytest.mark.parametrize("method", ["full", "prefix", "lora"])
+def test_predict_reproduces_the_run_s_dev_predictions(method, runs, tiny_data, tmp_path, capsys):
+    record = read_json(runs / f"{method}.json")
+    assert 0 < sum(record["predictions"]) < len(record["predictions"])  # both classes
+    assert record["model_dir"] == os.path.join(str(runs), "models", method)
+    assert not (runs / "checkpoints" / method).exists()  # a completed run's checkpoints are gone
+    output = tmp_path / "predictions.csv"
+    dev = os.path.join(tiny_data, "dev.tsv")
+    assert predict.main(["--model", record["model_dir"], "--input", dev, "--output", str(output)]) == 0
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(dev, newline="") as handle:
+        sentences = [row["sentence"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    assert [row["sentence"] for row in rows] == sentences
+    assert [NAMES[row["label"]] for row in rows] == record["predictions"]
+    assert all(0.5 <= float(row["score"]) <= 1 for row in rows)  # the probability of the label chosen
+
+
+def test_an_adapter_is_small_and_names_its_base_model(runs):
+    folder = runs / "models" / "lora"
+    config = read_json(folder / "adapter_config.json")
+    assert config["base_model_name_or_path"] == str(runs / "models" / "full")
+    assert (folder / "adapter_model.safetensors").stat().st_size < (
+        runs / "models" / "full" / "model.safetensors"
+    ).stat().st_size
+
+
+def test_sentences_on_the_command_line_print_a_table(runs, capsys):
+    assert predict.main(["--model", str(runs / "models" / "full"), "the film was good", "dull and boring"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["label", "score", "sentence"] and len(lines) == 3
+    assert lines[1].endswith("the film was good") and lines[1].split()[0] in NAMES
+
+
+def test_a_peft_adapter_loads_onto_another_base_folder(runs, tmp_path, capsys):
+    """--base_model_name_or_path overrides the base named in the adapter, e.g. after moving the model."""
+    import shutil
+
+    moved = tmp_path / "moved-base"
+    shutil.copytree(runs / "models" / "full", moved)
+    folder = str(runs / "models" / "prefix")
+    assert predict.main(["--model", folder, "--base_model_name_or_path", str(moved), "good"]) == 0
+    assert predict.main(["--model", folder, "--base_model_name_or_path", str(tmp_path / "nowhere"), "good"]) == 2
+    assert "--base_model_name_or_path" in capsys.readouterr().err
+
+
+def test_checkpoints_stay_when_asked_and_models_only_when_asked(tiny_model, tiny_data, tmp_path):
+    flags = ["--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--keep_checkpoints", "True"]
+    assert (
+        main(
+            tiny_argv(tiny_model, tiny_data, tmp_path, *flags, "--save_model", "False", "--run_name", "k"),
+            method="full",
+        )
+        == 0
+    )
+    record = read_json(tmp_path / "k.json")
+    assert record["model_dir"] is None and not (tmp_path / "models").exists()
+    assert (tmp_path / "checkpoints" / "k" / "checkpoint-2").is_dir()
+
+
+def bad_inputs(tmp_path, runs):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    no_column = tmp_path / "texts.csv"
+    no_column.write_text("text,label\na fine film,1\n")
+    not_a_run = tmp_path / "not-a-run"
+    not_a_run.mkdir()
+    model = str(runs / "models" / "full")
+    return {
+        "missing folder": (["--model", str(tmp_path / "missing"), "good"], "is not a folder"),
+        "not a run": (["--model", str(not_a_run), "good"], "is not a saved run"),
+        "empty file": (["--model", model, "--input", str(empty)], "holds no sentences"),
+        "no sentence column": (["--model", model, "--input", str(no_column)], "has no 'sentence' column"),
+        "missing file": (["--model", model, "--input", str(tmp_path / "nope.txt")], "is not a file"),
+        "nothing to classify": (["--model", model], "give sentences"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing folder", "not a run", "empty file", "no sentence column", "missing file", "nothing to classify"]
+)
+def test_bad_input_is_refused_in_one_sentence(case, runs, tmp_path, capsys):
+    argv, message = bad_inputs(tmp_path, runs)[case]
+    assert predict.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("error: ")
