@@ -48,7 +48,7 @@ def test_two_processes_write_one_result(name, tiny_model, tiny_data, tmp_path, o
         *LAUNCHERS[name].split(),
         str(free_port()),
         "train_prefix.py",
-        *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp"),
+        *tiny_argv(tiny_model, tiny_data, tmp_path, "--use_cpu", "--run_name", "ddp", "--keep_checkpoints", "True"),
     ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,6 +60,7 @@ def test_two_processes_write_one_result(name, tiny_model, tiny_data, tmp_path, o
     assert record["efficiency"]["peak_memory_mb_per_rank"] == [None, None]  # one entry per rank; CPU has none
     assert record["metrics"]["eval_total"] == 40 and len(record["predictions"]) == 40
     assert done.stdout.count("ddp: accuracy") == 1  # one summary line, from rank 0
+    assert (tmp_path / "models" / "ddp" / "adapter_config.json").is_file()  # saved once, by rank 0
     checkpoint = tmp_path / "checkpoints" / "ddp" / "checkpoint-6"
     assert (checkpoint / "trainable_state.safetensors").is_file()  # written by rank 0 alone, so not torn
     # The losses are means over the batch, as in one process; the plain Trainer multiplies BERT's loss by
