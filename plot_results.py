@@ -8,6 +8,7 @@ confidence interval per method, and McNemar's exact test against full fine-tunin
 """
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -30,22 +31,31 @@ def colour(label):
     return COLOURS.get(label.split(" @ ")[0], "grey")
 
 
+# Quantities that span decades: full fine-tuning trains 1,000 times the parameters of a prompt.
+LOG_SCALE = {"trainable"}
+
+
 def bar_panel(axis, table, key):
     title, label, *_ = QUANTITIES[key]
     methods = list(table)
     means = [table[m][key]["mean"] for m in methods]
-    stds = [table[m][key]["std"] or 0 for m in methods]
+    stds = [table[m][key]["std"] for m in methods]  # None for a single run: no error bar, not one of zero width
     if all(mean is None for mean in means):  # e.g. GPU memory of runs on a CPU
         axis.text(0.5, 0.5, "not measured\n(runs on a CPU)", transform=axis.transAxes, ha="center", va="center")
         axis.set_yticks([])
     else:
         colours = [colour(m) for m in methods]
-        bars = axis.bar(range(len(methods)), [m or 0 for m in means], yerr=stds, capsize=4, color=colours)
+        spread = [math.nan if std is None else std for std in stds] if any(s is not None for s in stds) else None
+        bars = axis.bar(range(len(methods)), [m or 0 for m in means], yerr=spread, capsize=4, color=colours)
         for bar, mean, std in zip(bars, means, stds):
             text = "n/a" if mean is None else (f"{mean:.3g}" if abs(mean) < 1000 else f"{mean:,.0f}")
-            top = (bar.get_x() + bar.get_width() / 2, bar.get_height() + std)  # above the error bar
+            top = (bar.get_x() + bar.get_width() / 2, bar.get_height() + (std or 0))  # above the error bar
             axis.annotate(text, top, ha="center", va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8)
-        axis.margins(y=0.15)
+        if key in LOG_SCALE:
+            axis.set_yscale("log")
+            axis.margins(y=0.3)  # room for the labels above the bars, in decades
+        else:
+            axis.margins(y=0.15)
     crowded = len(methods) > 4  # eight methods side by side: slanted names do not overlap
     names = [m.replace(" @ ", "\n") for m in methods]
     axis.set_xticks(
@@ -80,7 +90,7 @@ def pareto(table):
         axis.errorbar(
             x * 1e6,
             y,
-            yerr=row["accuracy"]["std"] or 0,
+            yerr=row["accuracy"]["std"],  # None for a single run: no bar
             fmt="osD^v"[variant % 5],
             capsize=4,
             markersize=7,
@@ -100,6 +110,7 @@ def pareto(table):
 
 def learning_curves(groups):
     fig, axis = plt.subplots(figsize=(7, 4.6))
+    last = 0
     for method, runs in groups.items():
         by_epoch = {}
         for run in runs:
@@ -108,16 +119,18 @@ def learning_curves(groups):
                     by_epoch.setdefault(row["epoch"], []).append(100 * row["eval_accuracy"])
         epochs = sorted(by_epoch)
         if epochs:
-            axis.plot(
-                epochs,
-                [statistics.fmean(by_epoch[e]) for e in epochs],
-                marker="o",
-                color=colour(method),
-                label=f"{method} ({len(runs)})",
-            )
+            means = [statistics.fmean(by_epoch[e]) for e in epochs]
+            axis.plot(epochs, means, marker="o", color=colour(method), label=f"{method} ({len(runs)})")
+            if len(runs) > 1:  # the spread over seeds, where there is one
+                stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
+                low, high = [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)]
+                axis.fill_between(epochs, low, high, color=colour(method), alpha=0.15, linewidth=0)
+            last = max(last, epochs[-1])
+    axis.set_xlim(0, last * 1.05 if last else 1)  # from the start of training, even for a single epoch
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("dev accuracy (%)")
-    axis.set_title("Dev accuracy per epoch (mean over runs)")
+    axis.set_title("Dev accuracy per epoch (mean over runs, band: ± std)")
     axis.grid(alpha=0.3)
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()

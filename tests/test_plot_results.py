@@ -144,3 +144,35 @@ def test_the_figures_plot_the_runs_values():
     (epochs_axis,) = figures["accuracy_per_epoch.png"].axes
     curves = {line.get_label(): list(line.get_ydata()) for line in epochs_axis.lines}
     assert curves == {"full (2)": pytest.approx([85.0]), "prefix (1)": pytest.approx([70.0])}
+
+
+def test_figures_read_at_a_glance_for_one_run_and_one_epoch():
+    """A single run has no error bar (not one of zero width), parameters sit on a log axis, and a one-epoch
+    run's accuracy is drawn from epoch 0, not on an axis from 0.96 to 1.04."""
+    import plot_results
+
+    runs = [record("full", 0.80, 100, "a"), record("prompt", 0.60, 50, "b")]
+    runs[1]["params"]["trainable"] = 8_000
+    groups = group_by_method(runs)
+    figures = plot_results.draw_figures(groups, summarise(groups))
+    accuracy, _, trainable = figures["accuracy_loss_params.png"].axes
+    assert not [c for c in accuracy.containers if getattr(c, "has_yerr", False)]
+    assert trainable.get_yscale() == "log"
+    (epochs_axis,) = figures["accuracy_per_epoch.png"].axes
+    assert epochs_axis.get_xlim()[0] == 0 and epochs_axis.get_xlim()[1] >= 1
+    (pareto_axis,) = figures["accuracy_vs_parameters.png"].axes
+    assert all(not container.has_yerr for container in pareto_axis.containers)
+
+
+def test_regenerating_a_folder_gives_the_same_files(tmp_path):
+    """Figures and summary depend on the runs' files alone: drawn twice, they are byte for byte the same."""
+    for name, accuracy, seed in (("a", 0.8, 1), ("b", 0.9, 2), ("c", 0.7, 1)):
+        write_json_atomic(
+            tmp_path / f"{name}.json", record("full" if name != "c" else "lora", accuracy, 10, name, seed)
+        )
+    outputs = ["summary.md", "summary.json", *(f"figures/{n}" for n in ("accuracy_loss_params.png", "memory_time.png",
+               "accuracy_per_epoch.png", "accuracy_vs_parameters.png"))]  # fmt: skip
+    assert main(["--results_dir", str(tmp_path)]) == 0
+    first = {name: (tmp_path / name).read_bytes() for name in outputs}
+    assert main(["--results_dir", str(tmp_path)]) == 0
+    assert {name: (tmp_path / name).read_bytes() for name in outputs} == first
