@@ -223,17 +223,6 @@ def run(experiment, training, recipe) -> dict:
     return results.record
 
 
-def save_model(trainer, experiment, max_length):
-    """Saves what predict.py needs into RESULTS_DIR/models/<run_name>/ (--save_model); returns the folder."""
-    if not experiment.save_model:
-        return None
-    folder = os.path.join(experiment.results_dir, "models", trainer.args.run_name)
-    if trainer.is_world_process_zero():
-        info = {"run_name": trainer.args.run_name, "method": experiment.method, "max_length": max_length}
-        save_for_reuse(trainer.model, trainer.processing_class, folder, info)
-    return folder
-
-
 def train_resiliently(trainer, results: ResultsFile, stopper: StopOnSignal, checkpoint) -> list:
     """Trains from the checkpoint, if any. A failure or an interruption is recorded, then raised.
 
@@ -309,6 +298,17 @@ def evaluate(trainer, results: ResultsFile, eval_set, memory_per_rank, started):
     record["adapter_size_mb"] = adapter_size_mb(trainer.model)
     record["predictions"] = [int(p) for p in prediction.predictions.reshape(-1)]
     record["labels"] = [int(y) for y in prediction.label_ids.reshape(-1)]
+
+
+def save_model(trainer, experiment, max_length):
+    """Saves what predict.py needs into RESULTS_DIR/models/<run_name>/ (--save_model); returns the folder."""
+    if not experiment.save_model:
+        return None
+    folder = os.path.join(experiment.results_dir, "models", trainer.args.run_name)
+    if trainer.is_world_process_zero():
+        info = {"run_name": trainer.args.run_name, "method": experiment.method, "max_length": max_length}
+        save_for_reuse(trainer.model, trainer.processing_class, folder, info)
+    return folder
 
 
 def _loss_steps(log_history):
