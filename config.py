@@ -256,10 +256,10 @@ def typed_settings(argv: list[str]) -> dict:
     return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not UNSET}
 
 
-def layered_settings(method: str, recipe: str, lr_preset: str, on_gpu: bool, typed: dict) -> dict:
+def layered_settings(method: str, lr_preset: str, recipe: dict, typed: dict) -> dict:
     """The module docstring's precedence: each layer overrides the one before; the library fills what none set."""
     preset = {"learning_rate": TUNED_LEARNING_RATES[method]} if lr_preset == "tuned" else {}
-    return {**DEFAULT_SETTINGS, **preset, **recipe_settings(recipe, on_gpu), **typed, "method": method}
+    return {**DEFAULT_SETTINGS, **preset, **recipe, **typed, "method": method}
 
 
 def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
@@ -273,19 +273,17 @@ def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
         raise ConfigError(f"choose a method with --method ({', '.join(METHODS)}).")
     on_gpu = _cuda_available() and not chosen["use_cpu"]
     recipe = recipe_settings(chosen["recipe"], on_gpu)
-    values = layered_settings(chosen["method"], chosen["recipe"], chosen["lr_preset"], on_gpu, typed)
+    values = layered_settings(chosen["method"], chosen["lr_preset"], recipe, typed)
     if values.get("bf16_frozen_weights") and not values.get("bf16"):
         if "bf16_frozen_weights" in typed:
             raise ConfigError("--bf16_frozen_weights needs --bf16: without autocast, fp32 inputs meet bf16 weights.")
         values["bf16_frozen_weights"] = False  # the recipe's choice follows the user's --bf16 False
-    if values.get("resume") and not values.get("run_name"):
+    if chosen["resume"] and chosen["run_name"] is None:
         raise ConfigError("--resume needs the --run_name of the run to continue.")
     values.setdefault("run_name", default_run_name(values["method"]))
     if not RUN_NAME.fullmatch(values["run_name"]):
         raise ConfigError(f"--run_name {values['run_name']!r} must be a plain file name (letters, digits, . _ + = -).")
-    values.setdefault(
-        "output_dir", os.path.join(values.get("results_dir", "results"), "checkpoints", values["run_name"])
-    )
+    values.setdefault("output_dir", os.path.join(chosen["results_dir"], "checkpoints", values["run_name"]))
 
     experiment, training = _build(values)
     _check_schedule(training)

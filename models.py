@@ -1,13 +1,12 @@
 """The classifier: loaded from the Hub or a local folder to start a run, saved for reuse when the run
 completes, and loaded again from that folder by predict.py; and a tiny BERT for checks."""
 
-import json
 import os
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from methods import METHODS
-from results import read_json
+from results import read_json, write_json_atomic
 
 LABELS = {0: "negative", 1: "positive"}
 # What BERT would set on its first forward; set before it, so torch.compile does not recompile on step two.
@@ -55,9 +54,7 @@ def save_for_reuse(model, tokenizer, folder, run_info: dict):
     else:  # frozen weights kept in bf16 (--bf16_frozen_weights) are saved in fp32, so they load like any model
         model.float().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    with open(os.path.join(folder, RUN_INFO), "w") as handle:
-        json.dump(run_info, handle, indent=2)
-    return folder
+    write_json_atomic(os.path.join(folder, RUN_INFO), run_info)
 
 
 def load_for_prediction(folder, base_model_name_or_path=None):

@@ -58,8 +58,8 @@ class CompletePeftCheckpoints(Trainer):
 
     peft saves a prompt-learning adapter as its output embeddings only, so prefix tuning's projection MLP,
     which trains, would be lost and the run could not resume. The Trainer offers no public hook for what a
-    checkpoint holds. tests/test_resilience.py checks that peft still drops the MLP (then this is needed) and
-    that a resumed run ends where an uninterrupted one does.
+    checkpoint holds. tests/test_resilience.py checks that peft still drops the MLP (then this is needed), and
+    tests/test_resume.py that a resumed run ends where an uninterrupted one does.
     """
 
     TRAINABLE_STATE = "trainable_state.safetensors"

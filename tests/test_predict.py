@@ -112,3 +112,17 @@ def test_bad_input_is_refused_in_one_sentence(case, runs, tmp_path, capsys):
     assert predict.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_frozen_weights_kept_in_bf16_are_saved_in_fp32(tiny_model, tiny_data, tmp_path):
+    """BitFit with --bf16_frozen_weights holds its frozen weights in bf16; the saved model is all fp32, so it loads
+    and predicts without autocast like any model."""
+    from safetensors import safe_open
+
+    flags = ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True", "--max_steps", "2", "--run_name", "b"]
+    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, "--method", "bitfit", *flags)) == 0
+    folder = tmp_path / "models" / "b"
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        dtypes = {str(weights.get_tensor(name).dtype) for name in weights.keys()}
+    assert dtypes == {"torch.float32"}
+    assert predict.main(["--model", str(folder), "a good film"]) == 0
