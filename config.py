@@ -53,6 +53,8 @@ TUNED_LEARNING_RATES = {
     "lora": 2e-3,
     "ia3": 1e-2,
     "bitfit": 1e-3,
+    "adapter": 1e-3,  # PROVISIONAL
+    "head": 1e-1,  # PROVISIONAL
 }
 # Fewer steps favour higher rates: on the whole train set or over 10 epochs, sweep again.
 
@@ -100,6 +102,13 @@ class ExperimentArguments:
     model_name_or_path: str = field(
         default="bert-base-uncased",
         metadata={"help": "Hub model id, or a local folder with config.json, weights and tokenizer files."},
+    )
+    model_name: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "How the results name the model, in place of a local folder's path (e.g. its Hub id, "
+            "sentence-transformers/all-MiniLM-L6-v2). Default: --model_name_or_path, or the folder's name."
+        },
     )
     data_dir: Optional[str] = field(
         default=None,
@@ -165,8 +174,15 @@ class ExperimentArguments:
         default=16, metadata={"help": "LoRA: scaling numerator (the update is scaled by alpha / r)."}
     )
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA: dropout on the update's input."})
-    lora_target_modules: str = field(
-        default="query,value", metadata={"help": "LoRA: comma-separated names of the modules to adapt."}
+    lora_target_modules: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "LoRA: comma-separated names of the modules to adapt. Default: the model's attention query "
+            "and value projections (peft's targets for its model type, or found by name)."
+        },
+    )
+    adapter_size: int = field(
+        default=64, metadata={"help": "Adapter method: bottleneck width of each adapter (Houlsby et al., 2019)."}
     )
     lr_preset: str = field(
         default="original",
@@ -213,6 +229,8 @@ class ExperimentArguments:
             raise ConfigError(f"--prefix_hidden_size must be positive (got {self.prefix_hidden_size}).")
         if self.holdout_fraction is not None and not 0 < self.holdout_fraction < 0.5:
             raise ConfigError(f"--holdout_fraction must be between 0 and 0.5 (got {self.holdout_fraction}).")
+        if self.adapter_size < 1:
+            raise ConfigError(f"--adapter_size must be at least 1 (got {self.adapter_size}).")
         if self.lora_r < 1 or not self.lora_alpha > 0 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("LoRA needs --lora_r >= 1, --lora_alpha > 0 and 0 <= --lora_dropout < 1.")
         if self.data_dir is not None and not os.path.isdir(self.data_dir):

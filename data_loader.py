@@ -4,6 +4,7 @@ Evaluation uses GLUE's validation split (872 sentences): GLUE withholds the test
 """
 
 import csv
+import hashlib
 import os
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
@@ -28,6 +29,23 @@ def load_sst2(data_dir=None) -> DatasetDict:
     for split, dataset in splits.items():
         _check(dataset, sources[split])
     return DatasetDict({split: dataset.select_columns(list(COLUMNS)) for split, dataset in splits.items()})
+
+
+def data_source(data_dir) -> dict:
+    """How the results name the data, with no path of this machine: the folder's name and each file's SHA-256."""
+    if data_dir is None:
+        return {"source": "glue/sst2 (Hugging Face Hub)"}
+    files = [_find_split_file(data_dir, split) for split in SPLIT_NAMES]
+    checksums = {os.path.basename(path): _sha256(path) for path in files}
+    return {"source": os.path.basename(os.path.normpath(data_dir)), "sha256": checksums}
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _load_from_hub():

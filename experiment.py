@@ -12,6 +12,7 @@ checkpoints, which serve only resuming, are removed.
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -24,8 +25,8 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, set_seed
 
 from config import ConfigError, parse_args
-from data_loader import DataError, load_sst2, split_holdout, tokenize
-from methods import apply_method
+from data_loader import DataError, data_source, load_sst2, split_holdout, tokenize
+from methods import MethodError, apply_method
 from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
 from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input, save_for_reuse
 from resilience import (
@@ -41,7 +42,7 @@ from resilience import (
     plan_resume,
     remove_checkpoints,
 )
-from results import SCHEMA_VERSION, results_path, write_json_atomic
+from results import SCHEMA_VERSION, portable, results_path, write_json_atomic
 from utils import environment
 
 
@@ -135,26 +136,34 @@ def _compile_dynamic(dynamic):
 class ResultsFile:
     """The run's JSON as it fills: written, with what is known then, whenever the run's status changes."""
 
-    def __init__(self, path, experiment, training, recipe, model, data: PreparedData, run_state):
+    def __init__(self, path, experiment, training, recipe, model, data: PreparedData, run_state, command):
         self.path, self.run_state = path, run_state
         self.segment = {"started_at": _now(), "start_step": 0, "end_step": 0, "train_time_s": 0.0, "outcome": "running"}
         run_state["segments"].append(self.segment)
         self.state_recorder = RunStateRecorder(os.path.join(training.output_dir, RUN_STATE), run_state, self.segment)
+        model_name = model_name_of(experiment)
+        machine_paths = {experiment.model_name_or_path: model_name}  # committed results name no local folder
         self.record = {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
             "method": experiment.method,
             "run_name": training.run_name,
             "created_at": run_state["segments"][0]["started_at"],
-            "config": {
-                **asdict(experiment),
-                "recipe_settings": recipe,
-                "effective_max_seq_length": data.max_length,
-                "peft_config": _peft_config(model),
-                "training_arguments": training.to_dict(),
-            },
+            "command": shlex.join(portable(command, machine_paths)),
+            "model": {"name": model_name, "model_type": getattr(model.config, "model_type", None)},
+            "config": portable(
+                {
+                    **asdict(experiment),
+                    "recipe_settings": recipe,
+                    "effective_max_seq_length": data.max_length,
+                    "peft_config": _peft_config(model),
+                    "training_arguments": training.to_dict(),
+                },
+                machine_paths,
+            ),
             "params": count_parameters(model),
             "data": {
+                **data_source(experiment.data_dir),
                 "eval_split": "holdout" if experiment.holdout_fraction else "dev",
                 "train_sentences": len(data.train),
                 "eval_sentences": len(data.eval),
@@ -180,6 +189,13 @@ class ResultsFile:
             write_json_atomic(self.state_recorder.path, self.run_state)
 
 
+def model_name_of(experiment) -> str:
+    if experiment.model_name:
+        return experiment.model_name
+    path = experiment.model_name_or_path
+    return os.path.basename(os.path.normpath(path)) if os.path.isdir(path) else path
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -193,7 +209,7 @@ def _check_writable(results_dir):
         raise ConfigError(f"--results_dir {results_dir} cannot be written ({error.strerror}).") from None
 
 
-def run(experiment, training, recipe) -> dict:
+def run(experiment, training, recipe, command=()) -> dict:
     """Trains and evaluates one configuration, writes results/<run_name>.json and returns its content."""
     started = time.perf_counter()
     path = results_path(experiment.results_dir, training.run_name)
@@ -201,7 +217,7 @@ def run(experiment, training, recipe) -> dict:
     checkpoint, run_state = plan_resume(experiment, training, path)
     model, tokenizer = build_model(experiment, training)
     data = prepare_data(experiment, model, tokenizer)
-    results = ResultsFile(path, experiment, training, recipe, model, data, run_state)
+    results = ResultsFile(path, experiment, training, recipe, model, data, run_state, command)
     stopper = StopOnSignal()
     trainer = build_trainer(
         experiment,
@@ -306,7 +322,13 @@ def save_model(trainer, experiment, max_length):
         return None
     folder = os.path.join(experiment.results_dir, "models", trainer.args.run_name)
     if trainer.is_world_process_zero():
-        info = {"run_name": trainer.args.run_name, "method": experiment.method, "max_length": max_length}
+        info = {
+            "run_name": trainer.args.run_name,
+            "method": experiment.method,
+            "max_length": max_length,
+            "base_model": experiment.model_name_or_path,  # for a method that adds modules, to load them onto
+            "settings": {"adapter_size": experiment.adapter_size},
+        }
         save_for_reuse(trainer.model, trainer.processing_class, folder, info)
     return folder
 
@@ -393,12 +415,20 @@ def summary_line(record, path) -> str:
     )
 
 
+SCRIPTS = {"full": "train_finetune.py", "prefix": "train_prefix.py"}  # the others run through train_peft.py
+
+
+def command_line(argv, method=None) -> list[str]:
+    """The command that runs this configuration again, word by word."""
+    return ["python", SCRIPTS.get(method, "train_peft.py"), *argv]
+
+
 def main(argv=None, method=None) -> int:
     """Runs one experiment from command-line flags; returns the process exit code."""
     try:
         experiment, training, recipe = parse_args(argv, method)
-        run(experiment, training, recipe)
-    except (ConfigError, DataError, ModelError) as error:
+        run(experiment, training, recipe, command_line(sys.argv[1:] if argv is None else argv, method))
+    except (ConfigError, DataError, ModelError, MethodError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except RunFailed as error:

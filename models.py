@@ -2,6 +2,7 @@
 completes, and loaded again from that folder by predict.py; and a tiny BERT for checks."""
 
 import os
+from types import SimpleNamespace
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
@@ -43,14 +44,23 @@ def load_model_and_tokenizer(name_or_path):
 
 
 RUN_INFO = "sst2_run.json"  # beside a saved model: which run made it, and the input length it was trained at
+# What a method that inserts modules into the model trained (--method adapter): from_pretrained would drop it.
+TRAINED_WEIGHTS = "trained_weights.safetensors"
 
 
 def save_for_reuse(model, tokenizer, folder, run_info: dict):
-    """What reuse needs, as the libraries load it: peft's adapter (its config names the base model) or the whole
-    model, with the tokenizer, and RUN_INFO."""
+    """What reuse needs, as the libraries load it: peft's adapter (its config names the base model), the
+    trained tensors of a method that adds modules (RUN_INFO names the base model), or the whole model; with the
+    tokenizer, and RUN_INFO."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     if hasattr(model, "get_base_model"):  # peft: the adapter, plus the classifier head it trained
         model.save_pretrained(folder)
+    elif METHODS[run_info["method"]].insert is not None:
+        from safetensors.torch import save_file
+
+        os.makedirs(folder, exist_ok=True)
+        trained = {name: p.detach().float().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, os.path.join(folder, TRAINED_WEIGHTS))
     else:  # frozen weights kept in bf16 (--bf16_frozen_weights) are saved in fp32, so they load like any model
         model.float().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -62,26 +72,40 @@ def load_for_prediction(folder, base_model_name_or_path=None):
     if not os.path.isdir(folder):
         raise ModelError(f"--model {folder} is not a folder.")
     peft = os.path.isfile(os.path.join(folder, "adapter_config.json"))
-    if not peft and not os.path.isfile(os.path.join(folder, "config.json")):
-        raise ModelError(f"{folder} is not a saved run: it has neither adapter_config.json nor config.json.")
+    inserted = os.path.isfile(os.path.join(folder, TRAINED_WEIGHTS))
+    if not (peft or inserted or os.path.isfile(os.path.join(folder, "config.json"))):
+        raise ModelError(
+            f"{folder} is not a saved run: it has none of adapter_config.json, {TRAINED_WEIGHTS} or config.json."
+        )
     info_path = os.path.join(folder, RUN_INFO)
     info = read_json(info_path) if os.path.isfile(info_path) else {}
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not peft:
+    if not (peft or inserted):
         return AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, info
     from peft import PeftConfig, PeftModel
 
-    base = base_model_name_or_path or PeftConfig.from_pretrained(folder).base_model_name_or_path
+    named_in = "adapter_config.json" if peft else RUN_INFO
+    base = base_model_name_or_path or (
+        PeftConfig.from_pretrained(folder).base_model_name_or_path if peft else info.get("base_model")
+    )
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             base, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         raise ModelError(
-            f"could not load the base model '{base}' named in {folder}/adapter_config.json "
+            f"could not load the base model '{base}' named in {folder}/{named_in} "
             f"({type(error).__name__}); pass --base_model_name_or_path DIR."
         ) from None
-    return PeftModel.from_pretrained(model, folder), tokenizer, info
+    if peft:
+        return PeftModel.from_pretrained(model, folder), tokenizer, info
+    from safetensors.torch import load_file
+
+    METHODS[info["method"]].insert(model, SimpleNamespace(**info["settings"]))
+    unexpected = model.load_state_dict(load_file(os.path.join(folder, TRAINED_WEIGHTS)), strict=False).unexpected_keys
+    if unexpected:
+        raise ModelError(f"{folder}/{TRAINED_WEIGHTS} does not fit the base model '{base}': {unexpected[0]}.")
+    return model, tokenizer, info
 
 
 def declare_mean_loss(model):

@@ -34,6 +34,20 @@ def utc_stamp() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
 
 
+def portable(value, names: dict):
+    """The value with no absolute path of this machine in it: a path in `names` becomes its name there (a local
+    model folder becomes the model's name), any other absolute path its last component."""
+    if isinstance(value, dict):
+        return {key: portable(item, names) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item, names) for item in value]
+    if isinstance(value, str) and value in names:
+        return names[value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(os.path.normpath(value))
+    return value
+
+
 def results_path(results_dir, run_name):
     return os.path.join(results_dir, f"{run_name}.json")
 

@@ -32,6 +32,10 @@ EXPECTED = {
     "lora": L * 2 * (H * 8 + 8 * H) + HEAD,  # r=8 on query and value: A (H x r) and B (r x H)
     "ia3": L * (H + H + H + FF) + HEAD,  # key, value, attention output (input side) and FFN output (input side)
     "bitfit": H + L * (4 * H + H + FF + H + H) + H + HEAD,  # every bias, and the head
+    # Two bottlenecks of width 64 per layer (down H->64 and up 64->H, with biases), every LayerNorm (the
+    # embeddings' and two per layer, a weight and a bias each), and the head: Houlsby et al. (2019).
+    "adapter": 2 * L * (linear(H, 64) + linear(64, H)) + (1 + 2 * L) * 2 * H + HEAD,
+    "head": HEAD,  # the control: the classifier alone
 }
 
 
@@ -46,8 +50,9 @@ def test_trainable_parameters_on_bert_base(method):
     assert count_parameters(model)["trainable"] == EXPECTED[method]
 
 
-def test_the_original_two_counts():
+def test_the_original_two_counts_and_the_adapter_s():
     assert (EXPECTED["full"], EXPECTED["prefix"]) == (109_483_778, 14_781_698)
+    assert EXPECTED["adapter"] == 24 * (768 * 64 + 64 + 64 * 768 + 768) + 25 * 1_536 + 1_538 == 2_419_202
 
 
 def intended(method, name):
@@ -55,6 +60,8 @@ def intended(method, name):
     return {
         "full": True,
         "bitfit": name.endswith(".bias") or name.startswith("classifier."),
+        "adapter": ".adapter." in name or "LayerNorm" in name or name.startswith("classifier."),
+        "head": name.startswith("classifier."),
         "lora": "lora_" in name,
         "ia3": "ia3_l" in name,
     }.get(method, "prompt_encoder" in name) or "modules_to_save" in name

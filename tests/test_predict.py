@@ -15,18 +15,18 @@ NAMES = {"negative": 0, "positive": 1}
 
 @pytest.fixture(scope="module")
 def runs(tiny_model, tiny_data, tmp_path_factory):
-    """Full fine-tuning learns the toy task and saves its model; prefix tuning and LoRA start from that model,
+    """Full fine-tuning learns the toy task and saves its model; prefix tuning, LoRA and adapters start from it,
     so that every run predicts both classes and a round trip that got the order or the labels wrong would show."""
     folder = tmp_path_factory.mktemp("runs")
     learn = ["--num_train_epochs", "15", "--learning_rate", "5e-3", "--save_strategy", "no"]
     assert main(tiny_argv(tiny_model, tiny_data, folder, *learn, "--method", "full", "--run_name", "full")) == 0
-    for method in ("prefix", "lora"):
+    for method in ("prefix", "lora", "adapter"):
         argv = tiny_argv(str(folder / "models" / "full"), tiny_data, folder, "--method", method, "--run_name", method)
         assert main(argv) == 0
     return folder
 
 
-@pytest.mark.parametrize("method", ["full", "prefix", "lora"])
+@pytest.mark.parametrize("method", ["full", "prefix", "lora", "adapter"])
 def test_predict_reproduces_the_run_s_dev_predictions(method, runs, tiny_data, tmp_path, capsys):
     record = read_json(runs / f"{method}.json")
     assert 0 < sum(record["predictions"]) < len(record["predictions"])  # both classes
@@ -44,13 +44,18 @@ def test_predict_reproduces_the_run_s_dev_predictions(method, runs, tiny_data, t
     assert all(0.5 <= float(row["score"]) <= 1 for row in rows)  # the probability of the label chosen
 
 
-def test_an_adapter_is_small_and_names_its_base_model(runs):
-    folder = runs / "models" / "lora"
-    config = read_json(folder / "adapter_config.json")
-    assert config["base_model_name_or_path"] == str(runs / "models" / "full")
-    assert (folder / "adapter_model.safetensors").stat().st_size < (
-        runs / "models" / "full" / "model.safetensors"
-    ).stat().st_size
+@pytest.mark.parametrize(
+    "method, weights, names_base",
+    [
+        ("lora", "adapter_model.safetensors", "adapter_config.json"),
+        ("adapter", "trained_weights.safetensors", "sst2_run.json"),
+    ],
+)
+def test_an_adapter_is_small_and_names_its_base_model(runs, method, weights, names_base):
+    folder = runs / "models" / method
+    config = read_json(folder / names_base)
+    assert config.get("base_model_name_or_path", config.get("base_model")) == str(runs / "models" / "full")
+    assert (folder / weights).stat().st_size < (runs / "models" / "full" / "model.safetensors").stat().st_size
 
 
 def test_sentences_on_the_command_line_print_a_table(runs, capsys):
