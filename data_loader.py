@@ -1,13 +1,19 @@
 """GLUE SST-2, from the Hugging Face Hub or from local files, tokenized once.
 
 Evaluation uses GLUE's validation split (872 sentences): GLUE withholds the test labels.
+Local files load as other tools write them: GLUE's unquoted TSVs, spreadsheet exports (a byte-order mark,
+Windows line endings, quoted fields, semicolons), and pandas' csv, json (every orient that keeps column
+names) and parquet, index column and float labels included. tests/test_data_loader.py has one file of each.
 """
 
 import csv
 import hashlib
+import io
+import json
 import os
+import re
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("dev", "validation")}
 FORMATS = {".tsv": "csv", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -28,7 +34,13 @@ def load_sst2(data_dir=None) -> DatasetDict:
         splits = {split: _read_file(path) for split, path in sources.items()}
     for split, dataset in splits.items():
         _check(dataset, sources[split])
-    return DatasetDict({split: dataset.select_columns(list(COLUMNS)) for split, dataset in splits.items()})
+    return DatasetDict({split: _columns(dataset) for split, dataset in splits.items()})
+
+
+def _columns(dataset):
+    """Exactly sentence and label, the label as an integer: pandas writes 1.0 where a column had a gap."""
+    dataset = dataset.select_columns(list(COLUMNS))
+    return dataset if dataset.features["label"].dtype == "int64" else dataset.cast_column("label", Value("int64"))
 
 
 def data_source(data_dir) -> dict:
@@ -76,17 +88,68 @@ def _read_file(path):
         return _read_glue_tsv(path)
     if path.endswith((".csv", ".json", ".jsonl")):
         _check_utf8(path)
+    if path.endswith(".json"):
+        dataset = _read_json(path)
+        if dataset is not None:
+            return dataset
+    options = {"delimiter": _csv_delimiter(path)} if path.endswith(".csv") else {}
     try:
-        return load_dataset(FORMATS[os.path.splitext(path)[1]], data_files=path, split="train")
+        return load_dataset(FORMATS[os.path.splitext(path)[1]], data_files=path, split="train", **options)
     except Exception as error:
         raise DataError(f"{path} could not be read: {str(error).strip().splitlines()[0]}") from None
 
 
+def _csv_delimiter(path):
+    """A spreadsheet in a locale with decimal commas separates its CSV fields with semicolons."""
+    with open(path, encoding="utf-8-sig") as handle:
+        header = handle.readline()
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def _read_json(path):
+    """A JSON document as pandas writes a frame, in any orient that keeps the column names (records, columns,
+    index, split, table), or None for JSON lines, which datasets reads."""
+    with open(path, encoding="utf-8-sig") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as error:
+            if error.msg == "Extra data":  # one object per line
+                return None
+            raise DataError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}).") from None
+    if isinstance(data, dict) and "data" in data and ("columns" in data or "schema" in data):  # split, table
+        rows = data["data"]
+        data = [dict(zip(data["columns"], row)) for row in rows] if "columns" in data else rows
+    elif isinstance(data, dict) and set(COLUMNS) <= set(data):  # columns: {column: {index: value}} or lists
+        data = {
+            column: list(values.values()) if isinstance(values, dict) else values for column, values in data.items()
+        }
+        return Dataset.from_dict({column: data[column] for column in COLUMNS})
+    elif isinstance(data, dict) and all(isinstance(row, dict) for row in data.values()):  # index: {index: row}
+        data = list(data.values())
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise DataError(f"{path}: expected records with 'sentence' and 'label', as pandas' to_json writes them.")
+    return Dataset.from_dict(
+        {column: [row.get(column) for row in data] for column in COLUMNS if data and column in data[0]}
+    )
+
+
+QUOTED = re.compile(r'"(?:[^"]|"")*"')  # a field as a spreadsheet or pandas quotes it, inner quotes doubled
+
+
 def _read_glue_tsv(path):
-    """GLUE's TSVs are unquoted (sentences may start with a quote), so split on tabs ourselves."""
+    """GLUE's TSVs are unquoted (a sentence may contain or start with a quote), so split on tabs ourselves;
+    a file whose every field with a quote is quoted whole was written by a spreadsheet or pandas, and is
+    read with their quoting."""
     _check_utf8(path)
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a spreadsheet's byte-order mark
+        text = handle.read()
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    with_quotes = [field for row in rows for field in row if '"' in field]
+    if with_quotes:
+        quoted = list(csv.reader(io.StringIO(text), delimiter="\t"))
+        whole = all(QUOTED.fullmatch(field) for field in with_quotes)
+        if _rectangular(quoted) and (whole or not _rectangular(rows)):  # a tab inside a quoted sentence
+            rows = quoted
     if not rows:
         raise DataError(f"{path} is empty.")
     header = rows[0]
@@ -106,6 +169,10 @@ def _read_glue_tsv(path):
     return Dataset.from_dict({"sentence": sentences, "label": labels})
 
 
+def _rectangular(rows) -> bool:
+    return all(len(row) == len(rows[0]) for row in rows)
+
+
 def _check_utf8(path):
     with open(path, "rb") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -123,9 +190,32 @@ def _check(dataset, source):
         raise DataError(f"{source} has no {' or '.join(repr(c) for c in missing)} column.")
     if len(dataset) == 0:
         raise DataError(f"{source} has no rows.")
-    bad = sorted({label for label in dataset["label"] if label not in (0, 1)}, key=str)
+    labels = list(dataset["label"])
+    bad = sorted({label for label in labels if not _is_label(label)}, key=str)
     if bad:
-        raise DataError(f"{source} has labels outside {{0, 1}}: {bad[:5]}.")
+        first = next(i for i, label in enumerate(labels) if label in bad)
+        raise DataError(
+            f"{_where(source, first)}: label {labels[first]!r} is not 0 or 1 (labels outside {{0, 1}}: {bad[:5]})."
+        )
+    empty = next((i for i, sentence in enumerate(dataset["sentence"]) if not isinstance(sentence, str)), None)
+    if empty is not None:
+        raise DataError(f"{_where(source, empty)}: the sentence is empty.")
+
+
+def _is_label(value) -> bool:
+    """0 or 1, also as a spreadsheet or pandas writes it: 1.0, or "1" in a column that holds text."""
+    if isinstance(value, str):
+        return value.strip() in ("0", "1")
+    return not isinstance(value, bool) and value in (0, 1)
+
+
+def _where(source, index) -> str:
+    """Where row `index` sits in the file, as an editor shows it."""
+    if source.endswith((".tsv", ".csv")):
+        return f"{source}, line {index + 2}"  # after the header
+    if source.endswith(".jsonl"):
+        return f"{source}, line {index + 1}"
+    return f"{source}, record {index + 1}"
 
 
 HOLDOUT_SEED = 2026  # fixed, so every trial of a sweep is scored on the same sentences

@@ -1,6 +1,7 @@
 """SST-2 from local files in GLUE's format and in the other formats datasets reads."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -48,3 +49,74 @@ def test_truncation_is_counted_not_silent(tiny_model, tmp_path):
     assert encoded[0]["input_ids"][-1] == tokenizer.sep_token_id
     padded, _ = tokenize(data["train"], tokenizer, max_length=12, pad_to_max_length=True)
     assert {len(ids) for ids in list(padded["input_ids"])} == {12}
+
+
+WILD = [("a gorgeous, witty film", 1), ('he said "bad"', 0), ("dull; slow", 0), ("fun\tand great", 1)]
+FRAME = pd.DataFrame(WILD, columns=["sentence", "label"])
+TAB_FREE = FRAME.iloc[:3]  # GLUE's own format cannot hold a tab inside a sentence
+
+
+def _glue_tsv_crlf(path):
+    rows = "".join(f"{s}\t{y}\r\n" for s, y in TAB_FREE.itertuples(index=False))
+    path.write_bytes(("sentence\tlabel\r\n" + rows).encode())
+
+
+# How other tools write SST-2: (file name, writer, the rows it holds).
+VARIANTS = {
+    "excel csv utf-8 (BOM, CRLF, quotes)": (
+        "csv",
+        lambda p: FRAME.to_csv(p, index=False, encoding="utf-8-sig", lineterminator="\r\n"),
+        FRAME,
+    ),
+    "excel csv, semicolons": ("csv", lambda p: FRAME.to_csv(p, sep=";", index=False, encoding="utf-8-sig"), FRAME),
+    "spreadsheet tsv (quoted, CRLF)": (
+        "tsv",
+        lambda p: FRAME.to_csv(p, sep="\t", index=False, lineterminator="\r\n"),
+        FRAME,
+    ),
+    "GLUE tsv with Windows line endings": ("tsv", _glue_tsv_crlf, TAB_FREE),
+    "GLUE tsv with a BOM": (
+        "tsv",
+        lambda p: p.write_bytes(b"\xef\xbb\xbf" + TAB_FREE.to_csv(sep="\t", index=False, quoting=3).encode()),
+        TAB_FREE,
+    ),
+    "pandas csv with its index": ("csv", lambda p: FRAME.to_csv(p), FRAME),
+    "pandas csv, float labels": ("csv", lambda p: FRAME.astype({"label": float}).to_csv(p, index=False), FRAME),
+    "pandas json (columns)": ("json", lambda p: FRAME.to_json(p), FRAME),
+    "pandas json (index)": ("json", lambda p: FRAME.to_json(p, orient="index"), FRAME),
+    "pandas json (split)": ("json", lambda p: FRAME.to_json(p, orient="split"), FRAME),
+    "pandas json (table)": ("json", lambda p: FRAME.to_json(p, orient="table"), FRAME),
+    "pandas json (records)": ("json", lambda p: FRAME.to_json(p, orient="records"), FRAME),
+    "pandas json lines": ("jsonl", lambda p: FRAME.to_json(p, orient="records", lines=True), FRAME),
+    "pandas parquet with an index": ("parquet", lambda p: FRAME.set_index(pd.Index([7, 3, 9, 1])).to_parquet(p), FRAME),
+    "pandas parquet, float labels": ("parquet", lambda p: FRAME.astype({"label": float}).to_parquet(p), FRAME),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_files_as_other_tools_write_them(variant, tmp_path):
+    extension, write, frame = VARIANTS[variant]
+    for split in ("train", "dev"):
+        write(tmp_path / f"{split}.{extension}")
+    data = load_sst2(str(tmp_path))
+    assert list(data["validation"]["sentence"]) == list(frame["sentence"])
+    assert list(data["train"]["label"]) == list(frame["label"])
+    assert data["train"].features["label"].dtype == "int64"  # what the loss needs, also from 1.0 and 0.0
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("train.csv", "sentence,label\ngood,1\nbad,0\nfine,yes\n", "train.csv, line 4: label 'yes' is not 0 or 1"),
+        ("train.csv", "sentence,label\ngood,1\n,0\n", "train.csv, line 3: the sentence is empty"),
+        ("train.json", '[{"sentence": "good", "label": 1},\n {"sentence": "bad" "label": 0}]', "train.json, line 2"),
+        ("train.jsonl", '{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 3}\n', "train.jsonl, line 2"),
+    ],
+)
+def test_an_invalid_file_names_the_file_and_line(name, content, message, tmp_path):
+    from data_loader import DataError
+
+    (tmp_path / name).write_text(content)
+    FRAME.to_csv(tmp_path / "dev.csv", index=False)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_sst2(str(tmp_path))
