@@ -1,11 +1,17 @@
 """Run a grid of methods x seeds with shared settings, then summarise it with statistics.
 
     python compare.py --methods full,prefix,lora --seeds 1,2,3 --lr_preset tuned [any train flag] [--jobs N]
+    python compare.py ... --train_sizes 100,300,1000,4000   # a learning curve: methods x sizes x seeds
 
 Every train flag passes through to each run. Each run is its own process (train_peft.py) writing
 its own file, <results_dir>/<grid>-<method>-seed<seed>.json, so parallel runs never share a file.
 With --jobs N, N runs go at once: one per visible GPU, or N CPU processes sharing the cores.
 Then plot_results.py writes summary.md, summary.json and the figures for the folder.
+
+With --train_sizes, each size is a stratified random subset of the training file (--train_size: nested, from a
+fixed seed), and every size trains for the same --budget_steps optimizer steps, cycling over its sentences: a
+fixed compute budget (250 steps: one epoch of 4,000 sentences at batch 16). --budget epochs trains each size for
+--num_train_epochs instead. Only the final model is evaluated on dev, unless --eval_strategy says otherwise.
 """
 
 import argparse
@@ -29,6 +35,17 @@ def parse(argv):
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds; each method runs once per seed")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once: one per GPU, or CPU processes")
     parser.add_argument(
+        "--train_sizes", default=None, help="comma-separated numbers of training sentences: a learning curve"
+    )
+    parser.add_argument(
+        "--budget",
+        choices=["steps", "epochs"],
+        default="steps",
+        help="with --train_sizes: the same number of optimizer steps for every size (--budget_steps), "
+        "or the same number of epochs (--num_train_epochs)",
+    )
+    parser.add_argument("--budget_steps", type=int, default=250, help="optimizer steps per run under --budget steps")
+    parser.add_argument(
         "--results_dir", default=None, help="default: results/compare-<UTC time>, so the summary covers this grid"
     )
     args, train_flags = parser.parse_known_args(argv)
@@ -42,8 +59,28 @@ def parse(argv):
         parser.error(f"--seeds {args.seeds!r} must be comma-separated integers")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    refuse_flags("compare.py", train_flags, ("--method", "--seed", "--run_name", "--results_dir"))
-    return args, methods, seeds, train_flags
+    sizes = [None]
+    if args.train_sizes:
+        try:
+            sizes = sorted({int(size) for size in args.train_sizes.split(",")})
+        except ValueError:
+            parser.error(f"--train_sizes {args.train_sizes!r} must be comma-separated integers")
+        if sizes[0] < 1 or args.budget_steps < 1:
+            parser.error("--train_sizes and --budget_steps must be positive")
+    owned = ("--method", "--seed", "--run_name", "--results_dir")
+    if args.train_sizes:
+        owned += ("--train_size",) + (("--max_steps",) if args.budget == "steps" else ())
+    refuse_flags("compare.py", train_flags, owned)
+    return args, methods, seeds, sizes, train_flags
+
+
+def curve_flags(args, size) -> list[str]:
+    """A learning-curve run's own flags, before the user's: its subset, its budget, and one dev evaluation
+    at the end, not one per epoch of a few steps each."""
+    if size is None:
+        return []
+    budget = ["--max_steps", str(args.budget_steps)] if args.budget == "steps" else []
+    return ["--train_size", str(size), *budget, "--eval_strategy", "no", "--save_strategy", "no"]
 
 
 def job_environments(jobs):
@@ -59,18 +96,18 @@ def job_environments(jobs):
 
 def main(argv=None) -> int:
     try:
-        args, methods, seeds, train_flags = parse(sys.argv[1:] if argv is None else argv)
+        args, methods, seeds, sizes, train_flags = parse(sys.argv[1:] if argv is None else argv)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     grid = f"compare-{utc_stamp()}"
     results_dir = args.results_dir or os.path.join("results", grid)
-    runs = [(method, seed) for seed in seeds for method in methods]
+    runs = [(method, size, seed) for seed in seeds for size in sizes for method in methods]
     slots = job_environments(args.jobs)
 
     def launch(index_and_run):
-        index, (method, seed) = index_and_run
-        run_name = f"{grid}-{method}-seed{seed}"
+        index, (method, size, seed) = index_and_run
+        run_name = f"{grid}-{method}-seed{seed}" if size is None else f"{grid}-{method}-n{size}-seed{seed}"
         env = {**os.environ, **slots[index % len(slots)]}
         command = [
             sys.executable,
@@ -87,19 +124,19 @@ def main(argv=None) -> int:
             "True",
             "--save_model",
             "False",  # a grid keeps its results files; a --save_model True among the train flags comes later and wins
+            *curve_flags(args, size),
             *train_flags,
         ]
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         last = (done.stdout.strip().splitlines() or [""])[-1] if done.returncode == 0 else done.stderr.strip()[-500:]
-        print(
-            f"[{method} seed {seed}] exit {done.returncode} after {time.perf_counter() - started:.0f} s: {last}",
-            flush=True,
-        )
+        where = f"{method} seed {seed}" + (f", {size} sentences" if size else "")
+        print(f"[{where}] exit {done.returncode} after {time.perf_counter() - started:.0f} s: {last}", flush=True)
         return done.returncode
 
+    sized = f" x sizes {', '.join(map(str, sizes))}" if args.train_sizes else ""
     print(
-        f"{len(runs)} runs ({', '.join(methods)} x seeds {', '.join(map(str, seeds))}), "
+        f"{len(runs)} runs ({', '.join(methods)}{sized} x seeds {', '.join(map(str, seeds))}), "
         f"{args.jobs} at a time -> {results_dir}"
     )
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

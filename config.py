@@ -123,6 +123,13 @@ class ExperimentArguments:
     max_train_samples: Optional[int] = field(
         default=None, metadata={"help": "Train on the first N training sentences only (quick runs)."}
     )
+    train_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Train on N training sentences drawn at random, stratified by label, from a fixed seed; nested: "
+            "a smaller N's sentences are among a larger N's (compare.py --train_sizes draws learning curves)."
+        },
+    )
     max_eval_samples: Optional[int] = field(
         default=None, metadata={"help": "Evaluate on the first N dev sentences only."}
     )
@@ -217,7 +224,7 @@ class ExperimentArguments:
     def __post_init__(self):
         if self.max_seq_length < 4:
             raise ConfigError(f"--max_seq_length must be at least 4 (got {self.max_seq_length}).")
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "train_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be a positive number of sentences (got {value}).")

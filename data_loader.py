@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 
 from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
@@ -226,6 +227,32 @@ def split_holdout(train, fraction):
     labelled = train.cast_column("label", ClassLabel(names=["negative", "positive"]))
     split = labelled.train_test_split(test_size=fraction, stratify_by_column="label", seed=HOLDOUT_SEED)
     return split["train"], split["test"]
+
+
+SUBSET_SEED = 2027  # fixed, so every method and seed of a learning curve trains on the same sentences
+
+
+def nested_subset(train, size, seed=SUBSET_SEED):
+    """(subset, indices): `size` sentences drawn at random, stratified by label, and nested: the first `size`
+    of one fixed order, in which each class's sentences sit evenly spread, so any prefix holds each class in
+    its share of the file (to within one sentence) and a smaller subset lies inside every larger one."""
+    if size > len(train):
+        raise DataError(f"--train_size {size} is more than the {len(train)} training sentences.")
+    rng = random.Random(seed)
+    by_class = {}
+    for index, label in enumerate(train["label"]):
+        by_class.setdefault(int(label), []).append(index)
+    keyed = []
+    for label, indices in sorted(by_class.items()):
+        rng.shuffle(indices)
+        keyed += [((rank + 0.5) / len(indices), label, index) for rank, index in enumerate(indices)]
+    order = [index for _, _, index in sorted(keyed)]
+    return train.select(order[:size]), order[:size]
+
+
+def indices_checksum(indices) -> str:
+    """Which sentences a run used, in the order drawn: SHA-256 of their row numbers in the file, comma-separated."""
+    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()
 
 
 def tokenize(dataset, tokenizer, max_length: int, pad_to_max_length: bool):

@@ -19,13 +19,23 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import Optional
 
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, set_seed
 
 from config import ConfigError, parse_args
-from data_loader import DataError, data_source, load_sst2, split_holdout, tokenize
+from data_loader import (
+    SUBSET_SEED,
+    DataError,
+    data_source,
+    indices_checksum,
+    load_sst2,
+    nested_subset,
+    split_holdout,
+    tokenize,
+)
 from methods import MethodError, apply_method
 from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
 from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input, save_for_reuse
@@ -79,16 +89,23 @@ class PreparedData:
     max_length: int
     train_truncated: int
     eval_truncated: int
+    subset: Optional[dict] = None  # --train_size: which sentences were drawn
 
 
 def prepare_data(experiment, model, tokenizer) -> PreparedData:
-    """SST-2 selected (first N, or a held-out slice for sweeps) and tokenized once, truncation counted."""
+    """SST-2 selected (first N; a held-out slice for sweeps; then a nested random subset for learning curves)
+    and tokenized once, truncation counted."""
     data = load_sst2(experiment.data_dir)
     train_data, eval_data = data["train"], data["validation"]
     if experiment.max_train_samples:
         train_data = train_data.select(range(min(experiment.max_train_samples, len(train_data))))
     if experiment.holdout_fraction:
         train_data, eval_data = split_holdout(train_data, experiment.holdout_fraction)
+    subset = None
+    if experiment.train_size:
+        pool = len(train_data)
+        train_data, indices = nested_subset(train_data, experiment.train_size)
+        subset = {"size": len(indices), "pool": pool, "seed": SUBSET_SEED, "indices_sha256": indices_checksum(indices)}
     if experiment.max_eval_samples:
         eval_data = eval_data.select(range(min(experiment.max_eval_samples, len(eval_data))))
     max_length = longest_input(model, experiment)
@@ -97,7 +114,7 @@ def prepare_data(experiment, model, tokenizer) -> PreparedData:
     for split, count, total in (("train", train_truncated, len(train_set)), ("dev", eval_truncated, len(eval_set))):
         if count:
             print(f"note: {count} of {total} {split} sentences are longer than {max_length} tokens and were truncated.")
-    return PreparedData(train_set, eval_set, max_length, train_truncated, eval_truncated)
+    return PreparedData(train_set, eval_set, max_length, train_truncated, eval_truncated, subset)
 
 
 def build_trainer(experiment, training, model, tokenizer, train_set, eval_set=None, callbacks=()):
@@ -169,6 +186,7 @@ class ResultsFile:
                 "eval_sentences": len(data.eval),
                 "train_truncated": data.train_truncated,
                 "eval_truncated": data.eval_truncated,
+                "subset": data.subset,
             },
             "environment": environment(),
         }

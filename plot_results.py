@@ -4,7 +4,9 @@
 
 Reads every DIR/*.json, skips (and names) any that is unreadable or not a completed run, and writes
 DIR/figures/*.png, with DIR/summary.md and DIR/summary.json from summary.py (mean ± std with a 95 %
-confidence interval per method, and McNemar's exact test against full fine-tuning).
+confidence interval per method, and McNemar's exact test against full fine-tuning). A folder of
+learning-curve runs (compare.py --train_sizes) gets dev accuracy against the number of training sentences.
+The same runs give byte-identical files (tests/test_plot_results.py).
 """
 
 import argparse
@@ -21,7 +23,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from methods import METHODS  # noqa: E402
 from results import load_results  # noqa: E402
-from summary import QUANTITIES, group_by_method, mcnemar_against_full, summarise, write_summary  # noqa: E402
+from summary import (  # noqa: E402
+    QUANTITIES,
+    group_by_method,
+    learning_curve,
+    mcnemar_against_full,
+    summarise,
+    train_size_of,
+    write_curve_summary,
+    write_summary,
+)
 
 # One colour per method, the same in every figure.
 COLOURS = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(METHODS)}
@@ -108,7 +119,7 @@ def pareto(table):
     return fig
 
 
-def learning_curves(groups):
+def accuracy_per_epoch(groups):
     fig, axis = plt.subplots(figsize=(7, 4.6))
     last = 0
     for method, runs in groups.items():
@@ -137,6 +148,50 @@ def learning_curves(groups):
     return fig
 
 
+CONTROL = "head"  # the head-only control: dashed, the line every method must clear
+
+
+def accuracy_vs_train_size(curve):
+    """Dev accuracy against training sentences (log axis): mean over seeds, band: its 95 % interval."""
+    fig, axis = plt.subplots(figsize=(7.4, 4.8))
+    sizes = list(curve["sizes"])
+    methods = list(dict.fromkeys(m for entry in curve["sizes"].values() for m in entry["methods"]))
+    for method in methods:
+        points = [
+            (s, curve["sizes"][s]["methods"][method]["accuracy"])
+            for s in sizes
+            if method in curve["sizes"][s]["methods"]
+        ]
+        xs, means = [s for s, _ in points], [cell["mean"] for _, cell in points]
+        runs = max(cell["runs"] for _, cell in points)
+        style = "--" if method.split(" @ ")[0] == CONTROL else "-"
+        axis.plot(xs, means, style, marker="o", color=colour(method), label=f"{method} ({runs})")
+        halves = [cell["ci95"] for _, cell in points]
+        if any(h is not None for h in halves):
+            halves = [h or 0.0 for h in halves]
+            low, high = [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)]
+            axis.fill_between(xs, low, high, color=colour(method), alpha=0.12, linewidth=0)
+    if curve["majority_class"] is not None:
+        axis.axhline(curve["majority_class"], color="black", linestyle=":", linewidth=1)
+        axis.annotate(
+            f"majority class {curve['majority_class']:.1f} %",
+            (sizes[0], curve["majority_class"]),
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    axis.set_xscale("log")
+    axis.set_xticks(sizes, [f"{s:,}" for s in sizes])
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.set_xlabel("training sentences (log scale)")
+    axis.set_ylabel("dev accuracy (%)")
+    axis.set_title(f"Dev accuracy vs training data\n{curve['budget']}; band: 95 % CI over seeds", fontsize=10)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (seeds)")
+    fig.tight_layout()
+    return fig
+
+
 def draw_figures(groups, table) -> dict:
     """{file name: figure}, drawn from the summary table (and, per epoch, from the runs)."""
     return {
@@ -144,7 +199,7 @@ def draw_figures(groups, table) -> dict:
             table, ["accuracy", "train_loss", "trainable"], "Accuracy, loss and trainable parameters"
         ),
         "memory_time.png": bar_figure(table, ["memory", "time"], "Cost: peak GPU memory and training time"),
-        "accuracy_per_epoch.png": learning_curves(groups),
+        "accuracy_per_epoch.png": accuracy_per_epoch(groups),
         "accuracy_vs_parameters.png": pareto(table),
     }
 
@@ -164,16 +219,24 @@ def main(argv=None) -> int:
         )
         return 1
 
-    groups = group_by_method(records)
-    table = summarise(groups)
     figures = os.path.join(args.results_dir, "figures")
     os.makedirs(figures, exist_ok=True)
-    for name, fig in draw_figures(groups, table).items():
+    if any(train_size_of(r) for r in records):  # a learning curve: sizes, not methods, side by side
+        curve = learning_curve(records)
+        drawn = {"accuracy_vs_train_size.png": accuracy_vs_train_size(curve)}
+        write_curve_summary(curve, args.results_dir)
+        what = f"{len(curve['sizes'])} training-set sizes"
+    else:
+        groups = group_by_method(records)
+        table = summarise(groups)
+        drawn = draw_figures(groups, table)
+        write_summary(table, mcnemar_against_full(groups), args.results_dir)
+        what = f"{len(groups)} methods"
+    for name, fig in drawn.items():
         fig.savefig(os.path.join(figures, name), dpi=120)
         plt.close(fig)
-    write_summary(table, mcnemar_against_full(groups), args.results_dir)
     print(
-        f"{len(records)} runs of {len(groups)} methods -> {figures}/*.png, "
+        f"{len(records)} runs of {what} -> {figures}/*.png, "
         f"{os.path.join(args.results_dir, 'summary.md')}, summary.json"
     )
     return 0

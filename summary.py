@@ -1,5 +1,8 @@
 """The summary of a folder of runs: runs grouped by method, mean ± std with a 95 % interval per quantity,
 and McNemar's exact test of each method against full fine-tuning. Written as summary.md and summary.json.
+
+A learning curve (runs with --train_size, from compare.py --train_sizes) is summarised the same way at each
+number of training sentences, as a table with a row per size and a column per method.
 """
 
 import os
@@ -169,3 +172,83 @@ def write_summary(table, tests, folder):
     with open(os.path.join(folder, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     write_json_atomic(os.path.join(folder, "summary.json"), {"methods": table, "mcnemar_vs_full": tests})
+
+
+def train_size_of(record):
+    return record.get("config", {}).get("train_size")
+
+
+def learning_curve(records) -> dict:
+    """{budget, majority_class, sizes: {size: {methods: summarise(...), mcnemar_vs_full: ...}}} for the runs
+    that trained on a subset (--train_size)."""
+    sized = sorted((r for r in records if train_size_of(r)), key=train_size_of)
+    sizes = {}
+    for record in sized:
+        sizes.setdefault(train_size_of(record), []).append(record)
+    curve = {"budget": budget_of(sized), "majority_class": majority_class(sized), "sizes": {}}
+    for size, runs in sizes.items():
+        groups = group_by_method(runs)
+        curve["sizes"][size] = {"methods": summarise(groups), "mcnemar_vs_full": mcnemar_against_full(groups)}
+    return curve
+
+
+def budget_of(records) -> str:
+    """What every run trained for, in words: a number of optimizer steps, or of epochs."""
+    arguments = [r.get("config", {}).get("training_arguments", {}) for r in records]
+    steps = {a.get("max_steps") for a in arguments}
+    if len(steps) == 1 and (steps.pop() or 0) > 0:
+        return f"{arguments[0]['max_steps']} optimizer steps per run, cycling over its sentences"
+    epochs = {a.get("num_train_epochs") for a in arguments if not (a.get("max_steps") or 0) > 0}
+    if len(epochs) == 1 and len(steps) <= 1:
+        return f"{epochs.pop():g} epochs per run"
+    return "budgets differ between runs"
+
+
+def majority_class(records):
+    """Dev accuracy (%) of always answering the more frequent label: the floor every method must clear."""
+    labels = next((r["labels"] for r in records if r.get("labels")), None)
+    if not labels:
+        return None
+    share = sum(labels) / len(labels)
+    return 100 * max(share, 1 - share)
+
+
+def write_curve_summary(curve, folder):
+    methods = list(dict.fromkeys(m for size in curve["sizes"].values() for m in size["methods"]))
+    lines = [
+        f"Dev accuracy (%) by number of training sentences: mean ± 95 % CI half-width (Student's t) over seeds, "
+        f"runs in brackets. Budget: {curve['budget']}."
+        + (f" Majority class: {curve['majority_class']:.2f} %." if curve["majority_class"] is not None else ""),
+        "",
+        "| training sentences | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for size, entry in curve["sizes"].items():
+        cells = []
+        for method in methods:
+            cell = entry["methods"].get(method, {}).get("accuracy")
+            if not cell or cell["mean"] is None:
+                cells.append("")
+                continue
+            spread = f" ± {cell['ci95']:.2f}" if cell["ci95"] is not None else ""
+            cells.append(f"{cell['mean']:.2f}{spread} ({cell['runs']})")
+        lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
+    tests = [
+        (size, m, row) for size, e in curve["sizes"].items() for m, rows in e["mcnemar_vs_full"].items() for row in rows
+    ]
+    if tests:
+        lines += [
+            "",
+            f"## Against full fine-tuning at each size: McNemar's exact test (two-sided, α = {ALPHA})",
+            "",
+            "| training sentences | method | seed | only full right | only method right | p | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for size, method, row in tests:
+            lines.append(
+                f"| {size:,} | {method} | {row['seed']} | {row['only_full_right']} | {row['only_method_right']} | "
+                f"{row['p_value']:.3g} | {row['verdict']} |"
+            )
+    with open(os.path.join(folder, "summary.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    write_json_atomic(os.path.join(folder, "summary.json"), {"learning_curve": curve})
