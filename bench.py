@@ -152,10 +152,11 @@ class BenchArguments:
     profile: bool = field(
         default=False,
         metadata={
-            "help": "Profile 10 steps after the warm-up of each configuration (a table and a Chrome trace); "
-            "the profiler slows the timed steps, so time without it."
+            "help": "Profile --profile_steps steps after the warm-up of each configuration (a table and a Chrome "
+            "trace); the profiler slows the timed steps, so time without it."
         },
     )
+    profile_steps: int = field(default=10, metadata={"help": "Steps in the profiler's window."})
 
     def __post_init__(self):
         if self.quick:
@@ -195,30 +196,58 @@ class StepTimer(TrainerCallback):
 
 
 class StepProfiler(TrainerCallback):
-    """torch.profiler over a few steps after the warm-up: where a step's time goes, host and device."""
+    """torch.profiler over a few steps after the warm-up: where a step's time goes, host and device.
 
-    STEPS = 10
+    Leaves `summary`: the share of the window the GPU was busy, host milliseconds per step (CPU time inside
+    the profiled operations), kernel launches per step (a CUDA graph's replay counts once) and host-device
+    synchronisations per step.
+    """
 
-    def __init__(self, warmup_steps, trace_path):
+    LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
+    SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+    def __init__(self, warmup_steps, trace_path, steps=10):
         activities = [torch.profiler.ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        schedule = torch.profiler.schedule(wait=max(0, warmup_steps - 1), warmup=1, active=self.STEPS, repeat=1)
-        self.trace_path = trace_path
+        schedule = torch.profiler.schedule(wait=max(0, warmup_steps - 1), warmup=1, active=steps, repeat=1)
+        self.trace_path, self.steps, self.warmup_steps = trace_path, steps, warmup_steps
         self.profiler = torch.profiler.profile(activities=activities, schedule=schedule)
+        self.window = [None, None]
+        self.summary = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.profiler.start()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.profiler.step()
+        if state.global_step in (self.warmup_steps, self.warmup_steps + self.steps):
+            self.window[state.global_step != self.warmup_steps] = StepTimer._now()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.profiler.stop()
         self.profiler.export_chrome_trace(self.trace_path)
+        averages = self.profiler.key_averages()
         sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-        print(self.profiler.key_averages().table(sort_by=sort, row_limit=25))
-        print(f"profile of {self.STEPS} steps -> {self.trace_path} (open in chrome://tracing or Perfetto)")
+        print(averages.table(sort_by=sort, row_limit=25))
+        print(f"profile of {self.steps} steps -> {self.trace_path} (open in chrome://tracing or Perfetto)")
+        self.summary = self.summarise(averages)
+
+    def summarise(self, averages):
+        wall_ms = 1000 * (self.window[1] - self.window[0]) if None not in self.window else None
+        count = lambda names: sum(e.count for e in averages if e.key in names) / self.steps  # noqa: E731
+        on_device = [e for e in averages if str(getattr(e, "device_type", "")).endswith("CUDA")]
+        device_us = sum(getattr(e, "self_device_time_total", 0) for e in on_device)
+        on_gpu = torch.cuda.is_available()
+        return {
+            "steps": self.steps,
+            "ms_per_step": round(wall_ms / self.steps, 3) if wall_ms else None,
+            "gpu_busy_fraction": round(min(1.0, device_us / 1000 / wall_ms), 3) if on_gpu and wall_ms else None,
+            "host_ms_per_step": round(sum(e.self_cpu_time_total for e in averages) / 1000 / self.steps, 3),
+            "kernel_launches_per_step": round(count(self.LAUNCHES), 1) if on_gpu else None,
+            "syncs_per_step": round(count(self.SYNCS), 1) if on_gpu else None,
+            "trace": os.path.basename(self.trace_path),
+        }
 
 
 def model_factory(bench):
@@ -257,6 +286,27 @@ def synthetic_sentences(count, tokenizer, rng):
     )
 
 
+def primed(sentences, batch_size, multiple, repeats=3, seed=0):
+    """(sentences reordered, warm-up steps): the first batches reach every length bucket (a multiple of
+    `multiple` tokens) `repeats` times each, each batch a sentence of its bucket among shorter ones, so that
+    with sequential sampling every CUDA graph is recorded, and every compile done, before timing starts."""
+    rng = random.Random(seed)
+    lengths = [len(ids) for ids in sentences["input_ids"]]
+    bucket_of = [math.ceil(n / multiple) * multiple for n in lengths]
+    by_bucket = {}
+    for index, bucket in enumerate(bucket_of):
+        by_bucket.setdefault(bucket, []).append(index)
+    shortest = by_bucket[min(by_bucket)]
+    order, used = [], set()
+    for bucket in sorted(by_bucket):
+        for _ in range(repeats):
+            batch = [rng.choice(by_bucket[bucket])] + [rng.choice(shortest) for _ in range(batch_size - 1)]
+            order += batch
+            used.update(batch)
+    order += [i for i in range(len(lengths)) if i not in used]
+    return sentences.select(order), len(by_bucket) * repeats
+
+
 def pad_to_max_length(dataset, tokenizer, max_length):
     def pad(row):
         ids = (
@@ -270,7 +320,9 @@ def pad_to_max_length(dataset, tokenizer, max_length):
     return dataset.map(pad)
 
 
-def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch):
+def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch, flags=(), eval_set=None):
+    """One configuration's row. `flags` go before the variant's; with `eval_set`, one evaluation of it is timed
+    (after a first one that compiles), for the projected wall time of the original's protocol."""
     steps = bench.warmup_steps + bench.measure_steps
     argv = [
         "--method",
@@ -298,7 +350,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     ]
     if bench.use_cpu:
         argv.append("--use_cpu")
-    argv += shlex.split(variant or "")
+    argv += [*flags, *shlex.split(variant or "")]
     experiment, training, settings = parse_args(argv)
     ran = {**training.to_dict(), **asdict(experiment)}
 
@@ -314,13 +366,21 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         os.makedirs(bench.results_dir, exist_ok=True)
         suffix = "-" + re.sub(r"[^A-Za-z0-9]+", "_", variant).strip("_") if variant else ""
         trace = os.path.join(bench.results_dir, f"trace-{method}-{recipe}{suffix}.json")
-        callbacks.append(StepProfiler(bench.warmup_steps, trace))
+        callbacks.append(StepProfiler(bench.warmup_steps, trace, steps=min(bench.profile_steps, bench.measure_steps)))
     trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()
     trainer.train()
     memory = peak_memory_mb()
     ms_per_step = 1000 * (timer.end - timer.warm) / bench.measure_steps
     warmup_s = timer.warm - timer.begin
+    eval_s = None
+    if eval_set is not None:
+        if experiment.pad_to_max_length:
+            eval_set = pad_to_max_length(eval_set, tokenizer, max_length)
+        trainer.evaluate(eval_set)  # compiles the evaluation's shapes
+        started = StepTimer._now()
+        trainer.evaluate(eval_set)
+        eval_s = StepTimer._now() - started
     per_step = sentences_per_step(training)  # a variant may change the batch or accumulate gradients
     steps_per_epoch = math.ceil(SST2_TRAIN_SENTENCES / per_step)
     row = {
@@ -333,11 +393,17 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         "sentences_per_step": per_step,
         "samples_per_s": round(1000 * per_step / ms_per_step, 1),
         **memory,
+        "eval_s": None if eval_s is None else round(eval_s, 3),
         "projected_protocol_s": round(
-            warmup_s + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000, 1
+            warmup_s
+            + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000
+            + bench.epochs * (eval_s or 0.0),
+            1,
         ),
         "settings": {**{name: ran[name] for name in settings}, "max_length": max_length},  # as run, variant included
     }
+    if bench.profile:
+        row["profile"] = callbacks[-1].summary
     del trainer, model
     gc.collect()
     torch._dynamo.reset()

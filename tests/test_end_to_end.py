@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -20,8 +21,9 @@ README_SCHEMA = {
     None: {
         "schema_version", "status", "method", "run_name", "created_at", "config", "params", "metrics",
         "efficiency", "data", "history", "environment", "predictions", "labels", "adapter_size_mb", "resumed",
-        "segments", "step", "model_dir",
+        "segments", "step", "model_dir", "command", "model",
     },
+    "model": {"name", "model_type"},
     "params": {"trainable", "total", "trainable_percent"},
     "metrics": {
         "eval_accuracy", "eval_correct", "eval_total", "eval_loss", "train_loss", "best_eval_accuracy", "best_epoch",
@@ -30,7 +32,7 @@ README_SCHEMA = {
         "train_time_s", "eval_time_s", "total_time_s", "train_steps", "train_samples_per_s", "peak_memory_mb",
         "peak_memory_reserved_mb", "inference_samples_per_s", "peak_memory_mb_per_rank", "world_size",
     },
-    "data": {"train_sentences", "eval_sentences", "train_truncated", "eval_truncated"},
+    "data": {"source", "sha256", "subset", "train_sentences", "eval_sentences", "train_truncated", "eval_truncated"},
     "environment": {"python", "torch", "transformers", "peft", "datasets", "device", "cpu_threads", "git_commit"},
 }  # fmt: skip
 HISTORY_ROW = {"epoch", "step", "eval_accuracy", "eval_loss", "train_loss"}
@@ -202,3 +204,30 @@ def test_every_method_writes_a_results_file(method, tiny_model, tiny_data, tmp_p
     record = read_json(tmp_path / "one.json")
     assert problem_with(record) is None and record["method"] == method
     assert record["efficiency"]["train_steps"] == 1 and record["metrics"]["eval_total"] == 40
+
+
+def strings(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("run_name, script", [("ft", "train_finetune.py"), ("px", "train_prefix.py")])
+def test_a_results_file_names_no_path_of_this_machine(two_runs, run_name, script, tiny_model, tiny_data):
+    """So that results can be committed: the model by its name, the data by its folder's name and checksums."""
+    results, _ = two_runs
+    record = read_json(results / f"{run_name}.json")
+    model_dir = record.pop("model_dir")  # where this machine saved the model: for predict.py, here
+    leaks = [text for text in strings(record) if str(results) in text or tiny_model in text or tiny_data in text]
+    assert leaks == []
+    assert record["model"]["name"] == os.path.basename(tiny_model) and model_dir.startswith(str(results))
+    assert record["data"]["source"] == os.path.basename(tiny_data)
+    for name in ("train.tsv", "dev.tsv"):
+        with open(os.path.join(tiny_data, name), "rb") as handle:
+            assert record["data"]["sha256"][name] == hashlib.sha256(handle.read()).hexdigest()
+    assert record["command"].startswith(f"python {script} --model_name_or_path {os.path.basename(tiny_model)} ")
