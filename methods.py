@@ -222,12 +222,13 @@ def apply_method(model, name: str, args):
     before it is applied, or found by peft or by one forward pass on a few tokens, before any data is read.
     """
     method, kind, works = METHODS[name], model_type(model), methods_for(model)  # before the method changes it
-    reason = method.cannot(model) or _apply(model, method, args)
-    if isinstance(reason, str):
+    reason = method.cannot(model)
+    if reason is None:
+        model, reason = _apply(model, method, args)
+    if reason is not None:
         others = ", ".join(other for other in works if other != name) or "none"
         reason = reason.rstrip(".")
         raise MethodError(f"--method {name} cannot train a {kind} model: {reason}; methods that can: {others}.")
-    model = reason
     if args.bf16_frozen_weights:
         # bf16 autocast rounds every matmul's weights to bf16 at each step anyway; frozen weights never
         # update, so storing them rounded once halves their memory. What trains stays fp32.
@@ -241,8 +242,8 @@ def apply_method(model, name: str, args):
 
 
 def _apply(model, method, args):
-    """The model the method trains, or why it cannot: what peft refuses, or what fails on a forward pass of
-    four tokens in eval mode (no dropout, so no random numbers drawn), where it would fail at step 0."""
+    """(the model the method trains, None), or (the model, why it cannot): what peft refuses, or what fails on
+    a forward pass of four tokens in eval mode (no dropout, so no random numbers drawn), as it would at step 0."""
     if method.insert is not None:
         method.insert(model, args)
     if method.peft_config is not None:
@@ -250,7 +251,7 @@ def _apply(model, method, args):
         try:
             model = get_peft_model(model, config)
         except ValueError as error:  # peft's refusals: no target modules found, a geometry it cannot read
-            return _first_line(error)
+            return model, _first_line(error)
     else:
         trainable = method.trainable(model)
         for parameter_name, parameter in model.named_parameters():
@@ -261,8 +262,8 @@ def _apply(model, method, args):
             ids = torch.arange(1, 5, device=model.device).unsqueeze(0)
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except (ValueError, RuntimeError) as error:  # peft's checks at the first step, and shape mismatches
-        return _first_line(error)
-    return model.train()
+        return model, _first_line(error)
+    return model.train(), None
 
 
 def _first_line(error) -> str:

@@ -89,3 +89,16 @@ def tiny_argv(model, data, results, *extra):
         "True",
         *extra,
     ]
+
+
+def strings(value):
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, str):
+        yield value

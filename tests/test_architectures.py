@@ -140,3 +140,11 @@ def test_new_adapters_start_near_the_identity():
         after = model.bert(ids).last_hidden_state
     change = (after - before).norm() / before.norm()
     assert 0 < change < 0.01
+
+
+def test_what_peft_refuses_is_refused_the_same_way(tiny_model, tiny_data, tmp_path, capsys):
+    flags = ["--method", "lora", "--lora_target_modules", "nothing_here", "--max_steps", "1", "--run_name", "x"]
+    assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags)) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--method lora cannot train a bert model: No modules were targeted" in errors[0]
+    assert not (tmp_path / "x.json").exists()

@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 
 import pytest
-from conftest import ROOT, tiny_argv
+from conftest import ROOT, strings, tiny_argv
 
 from experiment import main
 from methods import METHODS
@@ -204,17 +204,6 @@ def test_every_method_writes_a_results_file(method, tiny_model, tiny_data, tmp_p
     record = read_json(tmp_path / "one.json")
     assert problem_with(record) is None and record["method"] == method
     assert record["efficiency"]["train_steps"] == 1 and record["metrics"]["eval_total"] == 40
-
-
-def strings(value):
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
-    elif isinstance(value, str):
-        yield value
 
 
 @pytest.mark.parametrize("run_name, script", [("ft", "train_finetune.py"), ("px", "train_prefix.py")])

@@ -1,0 +1,66 @@
+"""The reference results committed under results/reference/: the runs behind the README's numbers and figures.
+
+Each set regenerates its summary and figures from its runs' JSONs alone, identically; no file names a path of
+the machine that made it; every run records the command that made it.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+
+import pytest
+from conftest import ROOT, strings
+
+import plot_results
+from results import NOT_RUNS
+
+REFERENCE = os.path.join(ROOT, "results", "reference")
+SETS = sorted(
+    name
+    for name in (os.listdir(REFERENCE) if os.path.isdir(REFERENCE) else [])
+    if os.path.isfile(os.path.join(REFERENCE, name, "summary.md"))
+)
+
+
+def run_files(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".json") and f not in NOT_RUNS)
+
+
+def test_there_are_reference_sets():
+    assert SETS, "results/reference/ holds no set with a summary.md"
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_a_set_regenerates_its_summary_and_figures_identically(name, tmp_path):
+    folder = os.path.join(REFERENCE, name)
+    for file in run_files(folder):
+        shutil.copy(os.path.join(folder, file), tmp_path / file)
+    assert plot_results.main(["--results_dir", str(tmp_path)]) == 0
+    for file in ("summary.md", "summary.json"):
+        assert filecmp.cmp(tmp_path / file, os.path.join(folder, file), shallow=False), file
+    committed = sorted(os.listdir(os.path.join(folder, "figures")))
+    assert committed == sorted(os.listdir(tmp_path / "figures"))
+    for figure in committed:
+        assert filecmp.cmp(tmp_path / "figures" / figure, os.path.join(folder, "figures", figure), shallow=False)
+
+
+def test_committed_results_name_no_path_of_a_machine():
+    for folder, _, files in os.walk(os.path.join(ROOT, "results")):
+        for file in files:
+            if file.endswith(".json"):
+                with open(os.path.join(folder, file)) as handle:
+                    texts = list(strings(json.load(handle)))
+                absolute = [t for t in texts for word in t.split() if word.startswith(("/", "~"))]
+                assert absolute == [], f"{file}: {absolute[:3]}"
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_reference_run_records_its_command_and_data(name):
+    folder = os.path.join(REFERENCE, name)
+    for file in run_files(folder):
+        with open(os.path.join(folder, file)) as handle:
+            record = json.load(handle)
+        assert record["status"] == "completed" and record["command"].startswith("python ")
+        assert record["data"]["source"] and record["data"]["sha256"]
+        assert record["model"]["name"]
