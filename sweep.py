@@ -11,13 +11,14 @@ highest mean held-out accuracy over the seeds, ties broken by the lower mean hel
 import argparse
 import math
 import os
+import shlex
 import statistics
 import sys
 
 from config import ConfigError, refuse_flags
 from experiment import main as run_experiment
 from methods import METHODS
-from results import read_record, utc_stamp, write_json_atomic
+from results import portable, read_record, utc_stamp, write_json_atomic
 
 
 def parse(argv):
@@ -71,9 +72,21 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
     return code, trial
 
 
+def without_machine_paths(words):
+    """Flags as committed results hold them: the model folder as its --model_name, no absolute path."""
+    value = dict(zip(words, words[1:]))
+    names = (
+        {value["--model_name_or_path"]: value["--model_name"]}
+        if {"--model_name_or_path", "--model_name"} <= set(value)
+        else {}
+    )
+    return portable(words, names)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, grid, seeds, train_flags = parse(sys.argv[1:] if argv is None else argv)
+        args, grid, seeds, train_flags = parse(argv)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -115,7 +128,8 @@ def main(argv=None) -> int:
         "grid": grid,
         "seeds": seeds,
         "holdout_fraction": args.holdout_fraction,
-        "train_flags": train_flags,
+        "command": shlex.join(["python", "sweep.py", *without_machine_paths(argv)]),
+        "train_flags": without_machine_paths(train_flags),
         "trials": trials,
         "rates": rates,
         "chosen_learning_rate": best["learning_rate"],

@@ -36,6 +36,8 @@ def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tm
         assert rate["mean_holdout_accuracy"] == pytest.approx(sum(t["holdout_accuracy"] for t in runs) / 2)
     best = max(summary["rates"], key=lambda r: (r["mean_holdout_accuracy"], -r["mean_holdout_loss"]))
     assert summary["chosen_learning_rate"] == best["learning_rate"]
+    assert summary["command"].startswith("python sweep.py --method full --grid 1e-4,3e-3")
+    assert tiny_model not in str(summary) and str(tmp_path) not in str(summary)  # committable: no machine paths
     for trial in summary["trials"]:
         record = read_json(folder / f"{trial['run_name']}.json")
         assert record["config"]["training_arguments"]["seed"] == trial["seed"]
