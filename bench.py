@@ -432,10 +432,11 @@ def print_table(rows):
         memory = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
         reserved = "n/a" if row["peak_memory_reserved_mb"] is None else f"{row['peak_memory_reserved_mb']:.0f}"
         projected = f"{row['projected_protocol_s'] / 60:.1f} min"
+        speedup = f"{row['speedup']:.2f}x" if row.get("speedup") else "n/a"  # n/a: its baseline failed
         print(
             f"{row['method']:<8} {recipe:<{width}} {row['ms_per_step']:>8.2f} {row['warmup_s']:>9.1f} "
             f"{row['samples_per_s']:>9.0f} "
-            f"{memory:>8} {reserved:>11} {projected:>10} {row['speedup']:>7.2f}x"
+            f"{memory:>8} {reserved:>11} {projected:>10} {speedup:>8}"
         )
 
 

@@ -38,7 +38,14 @@ from data_loader import (
 )
 from methods import MethodError, apply_method
 from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
-from models import ModelError, declare_mean_loss, load_model_and_tokenizer, longest_input, save_for_reuse
+from models import (
+    ModelError,
+    declare_mean_loss,
+    load_model_and_tokenizer,
+    longest_input,
+    save_for_reuse,
+    save_trained_tensors,
+)
 from resilience import (
     RUN_STATE,
     LogAtCheckpoints,
@@ -399,15 +406,13 @@ def sentences_per_step(training) -> int:
 def adapter_size_mb(model) -> float:
     """MB on disk of what must be kept to reuse the method: peft's adapter, or the trained tensors themselves."""
     from peft import PeftModel
-    from safetensors.torch import save_file
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     with tempfile.TemporaryDirectory() as folder:
         if isinstance(model, PeftModel):
             model.save_pretrained(folder)
         else:
-            trained = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-            save_file(trained, os.path.join(folder, "trained.safetensors"))
+            save_trained_tensors(model, os.path.join(folder, "trained.safetensors"))
         size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
     return round(size / 2**20, 3)
 

@@ -56,15 +56,19 @@ def save_for_reuse(model, tokenizer, folder, run_info: dict):
     if hasattr(model, "get_base_model"):  # peft: the adapter, plus the classifier head it trained
         model.save_pretrained(folder)
     elif METHODS[run_info["method"]].insert is not None:
-        from safetensors.torch import save_file
-
         os.makedirs(folder, exist_ok=True)
-        trained = {name: p.detach().float().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-        save_file(trained, os.path.join(folder, TRAINED_WEIGHTS))
+        save_trained_tensors(model, os.path.join(folder, TRAINED_WEIGHTS))
     else:  # frozen weights kept in bf16 (--bf16_frozen_weights) are saved in fp32, so they load like any model
         model.float().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_json_atomic(os.path.join(folder, RUN_INFO), run_info)
+
+
+def save_trained_tensors(model, path):
+    """Only the parameters that trained, in fp32: all a method that adds modules needs besides its base model."""
+    from safetensors.torch import save_file
+
+    save_file({name: p.detach().float().contiguous() for name, p in model.named_parameters() if p.requires_grad}, path)
 
 
 def load_for_prediction(folder, base_model_name_or_path=None):

@@ -76,3 +76,24 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
 def test_the_report_needs_local_folders(capsys):
     assert gpu_report.main(["--part", "bench"]) == 2
     assert "needs --model_name_or_path and --data_dir" in capsys.readouterr().err
+
+
+def test_a_configuration_that_fails_costs_only_its_own_row(tiny_model, tiny_data, tmp_path, monkeypatch, capsys):
+    """A GPU window is short: one broken configuration must not take the other three's numbers with it."""
+
+    def fake_measure(arguments, method, recipe, *rest, **options):
+        if (method, recipe) == ("prefix", "original"):
+            raise RuntimeError("CUDA out of memory")
+        return {"method": method, "recipe": recipe, "ms_per_step": {"original": 40.0, "fast": 10.0}[recipe]}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+    (report,) = gpu_report.HfArgumentParser(gpu_report.ReportArguments).parse_args_into_dataclasses(args=flags)
+    rows = gpu_report.part_bench(report)["bench"]
+    assert [(r["method"], r["recipe"], r.get("speedup")) for r in rows] == [
+        ("full", "original", 1.0),
+        ("full", "fast", 4.0),
+        ("prefix", "original", None),
+        ("prefix", "fast", None),  # no baseline to compare with
+    ]
+    assert rows[2]["error"] == "RuntimeError: CUDA out of memory"
