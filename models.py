@@ -4,6 +4,7 @@ completes, and loaded again from that folder by predict.py; and a tiny BERT for 
 import os
 from types import SimpleNamespace
 
+import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from methods import METHODS
@@ -12,6 +13,12 @@ from results import read_json, write_json_atomic
 LABELS = {0: "negative", 1: "positive"}
 # What BERT would set on its first forward; set before it, so torch.compile does not recompile on step two.
 PROBLEM_TYPE = "single_label_classification"
+
+
+# Weights in fp32 whatever the checkpoint holds: transformers 5 loads a half-precision checkpoint as it is
+# ("auto"), and the optimizer would then update half-precision weights, where small steps round to nothing.
+# Autocast (--bf16) still runs the matmuls in bf16, and --bf16_frozen_weights stores the frozen ones so.
+MASTER_DTYPE = torch.float32
 
 
 class ModelError(RuntimeError):
@@ -26,6 +33,7 @@ def load_model_and_tokenizer(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
+            dtype=MASTER_DTYPE,
             num_labels=2,
             id2label=LABELS,
             label2id={v: k for k, v in LABELS.items()},
@@ -85,7 +93,7 @@ def load_for_prediction(folder, base_model_name_or_path=None):
     info = read_json(info_path) if os.path.isfile(info_path) else {}
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if not (peft or inserted):
-        return AutoModelForSequenceClassification.from_pretrained(folder), tokenizer, info
+        return AutoModelForSequenceClassification.from_pretrained(folder, dtype=MASTER_DTYPE), tokenizer, info
     from peft import PeftConfig, PeftModel
 
     named_in = "adapter_config.json" if peft else RUN_INFO
@@ -94,7 +102,7 @@ def load_for_prediction(folder, base_model_name_or_path=None):
     )
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+            base, dtype=MASTER_DTYPE, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
         )
     except (OSError, ValueError, TypeError) as error:
         raise ModelError(

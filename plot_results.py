@@ -28,6 +28,7 @@ from summary import (  # noqa: E402
     group_by_method,
     learning_curve,
     mcnemar_against_full,
+    recipes_paired,
     summarise,
     train_size_of,
     write_curve_summary,
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
         groups = group_by_method(records)
         table = summarise(groups)
         drawn = draw_figures(groups, table)
-        write_summary(table, mcnemar_against_full(groups), args.results_dir)
+        write_summary(table, mcnemar_against_full(groups), args.results_dir, recipes_paired(groups))
         what = f"{len(groups)} methods"
     for name, fig in drawn.items():
         fig.savefig(os.path.join(figures, name), dpi=120)

@@ -1,5 +1,6 @@
 """The summary of a folder of runs: runs grouped by method, mean ± std with a 95 % interval per quantity,
-and McNemar's exact test of each method against full fine-tuning. Written as summary.md and summary.json.
+and McNemar's exact test of each method against full fine-tuning (and, where a method ran under both recipes,
+of the fast recipe against the original, seed by seed). Written as summary.md and summary.json.
 
 A learning curve (runs with --train_size, from compare.py --train_sizes) is summarised the same way at each
 number of training sentences, as a table with a row per size and a column per method.
@@ -97,19 +98,26 @@ def seed_of(record):
     return record.get("config", {}).get("training_arguments", {}).get("seed")
 
 
+def recipe_of(record):
+    return DISTINGUISHING["recipe"](record)
+
+
 def mcnemar_against_full(groups):
     """{label: [{seed, only_full_right, only_method_right, p, verdict}]} over runs paired by seed.
 
-    The reference for a seed is full fine-tuning's run with that seed (the newest, if there are several).
+    The reference for a seed is full fine-tuning's run with that seed under the same recipe, else under any
+    (the newest, if there are several).
     """
     full_runs = [r for label, runs in groups.items() if is_full(label) for r in runs if "predictions" in r]
-    full = {seed_of(r): r for r in sorted(full_runs, key=lambda r: r.get("created_at", ""))}
+    full = {}
+    for run in sorted(full_runs, key=lambda r: r.get("created_at", "")):
+        full[seed_of(run)] = full[seed_of(run), recipe_of(run)] = run
     tests = {}
     for method, runs in groups.items():
         if is_full(method):
             continue
         for run in runs:
-            reference = full.get(seed_of(run))
+            reference = full.get((seed_of(run), recipe_of(run)), full.get(seed_of(run)))
             if reference is None or "predictions" not in run or run.get("labels") != reference.get("labels"):
                 continue
             b, c, p = mcnemar_exact(reference["predictions"], run["predictions"], run["labels"])
@@ -118,6 +126,50 @@ def mcnemar_against_full(groups):
                 {"seed": seed_of(run), "only_full_right": b, "only_method_right": c, "p_value": p, "verdict": verdict}
             )
     return tests
+
+
+def recipes_paired(groups):
+    """{method: {rows: [{seed, fast, original, difference, only_fast_right, only_original_right, p_value,
+    verdict}], difference: {mean, std, ci95, runs}}} for each method (at one rate) run under both recipes.
+
+    Both recipes compute the same step (tests/test_recipes.py); pairing by seed shows whether they also
+    learn the same, against the spread that seeds alone give.
+    """
+    runs = {}
+    for record in sorted((r for g in groups.values() for r in g), key=lambda r: r.get("created_at", "")):
+        method = record["method"] + f" @ lr {DISTINGUISHING['lr'](record):g}"
+        runs.setdefault(method, {}).setdefault(recipe_of(record), {})[seed_of(record)] = record
+    paired = {}
+    for method, by_recipe in runs.items():
+        fast, original = by_recipe.get("fast", {}), by_recipe.get("original", {})
+        rows = []
+        for seed in sorted(set(fast) & set(original)):
+            a, b = fast[seed], original[seed]
+            if "predictions" not in a or "predictions" not in b or a.get("labels") != b.get("labels"):
+                continue
+            only_original, only_fast, p = mcnemar_exact(b["predictions"], a["predictions"], a["labels"])
+            fast_accuracy, original_accuracy = (100 * r["metrics"]["eval_accuracy"] for r in (a, b))
+            verdict = (
+                "no significant difference"
+                if p >= ALPHA
+                else ("original better" if only_original > only_fast else "fast better")
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "fast": fast_accuracy,
+                    "original": original_accuracy,
+                    "difference": fast_accuracy - original_accuracy,
+                    "only_fast_right": only_fast,
+                    "only_original_right": only_original,
+                    "p_value": p,
+                    "verdict": verdict,
+                }
+            )
+        if rows:
+            mean, std, half = mean_std_ci([row["difference"] for row in rows])
+            paired[method] = {"rows": rows, "difference": {"mean": mean, "std": std, "ci95": half, "runs": len(rows)}}
+    return paired
 
 
 def is_full(label):
@@ -136,7 +188,7 @@ def format_cell(cell, template, with_ci=False, with_spread=True):
     return text
 
 
-def write_summary(table, tests, folder):
+def write_summary(table, tests, folder, recipes=None):
     methods = list(table)
     runs = {m: max(cell["runs"] for cell in table[m].values()) for m in methods}
     lines = [
@@ -169,9 +221,31 @@ def write_summary(table, tests, folder):
                     f"| {method} | {row['seed']} | {row['only_full_right']} | {row['only_method_right']} | "
                     f"{row['p_value']:.3g} | {row['verdict']} |"
                 )
+    if recipes:
+        lines += [
+            "",
+            f"## The fast recipe against the original, paired by seed: McNemar's exact test (two-sided, α = {ALPHA})",
+            "",
+            "| method | seed | fast | original | fast − original | only fast right | only original right | p "
+            "| verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for method, entry in recipes.items():
+            for row in entry["rows"]:
+                lines.append(
+                    f"| {method} | {row['seed']} | {row['fast']:.2f} % | {row['original']:.2f} % | "
+                    f"{row['difference']:+.2f} | {row['only_fast_right']} | {row['only_original_right']} | "
+                    f"{row['p_value']:.3g} | {row['verdict']} |"
+                )
+        lines.append("")
+        for method, entry in recipes.items():
+            cell = entry["difference"]
+            spread = f" (95 % CI ± {cell['ci95']:.2f})" if cell["ci95"] is not None else ""
+            lines.append(f"- {method}: fast − original = {cell['mean']:+.2f} points{spread} over {cell['runs']} seeds.")
     with open(os.path.join(folder, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
-    write_json_atomic(os.path.join(folder, "summary.json"), {"methods": table, "mcnemar_vs_full": tests})
+    contents = {"methods": table, "mcnemar_vs_full": tests} | ({"recipes_paired": recipes} if recipes else {})
+    write_json_atomic(os.path.join(folder, "summary.json"), contents)
 
 
 def train_size_of(record):

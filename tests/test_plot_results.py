@@ -6,7 +6,7 @@ import pytest
 
 from plot_results import main
 from results import read_json, write_json_atomic
-from summary import group_by_method, mcnemar_against_full, summarise, write_summary
+from summary import group_by_method, mcnemar_against_full, recipes_paired, summarise, write_summary
 
 
 def record(method, accuracy, seconds, run_name, seed=42, predictions=None, learning_rate=1e-3):
@@ -80,6 +80,47 @@ def test_mcnemar_pairs_runs_by_seed(tmp_path):
     assert tests["lora"][1]["verdict"] == "no significant difference"  # and seed 3 has no partner
     write_summary(summarise(group_by_method(runs)), tests, tmp_path)
     assert "| lora | 1 | 6 | 0 | 0.0312 | full better |" in (tmp_path / "summary.md").read_text()
+
+
+def test_recipes_are_compared_seed_by_seed_and_each_against_full_under_its_own_recipe(tmp_path):
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    wrong_six = [1 - y for y in labels[:6]] + labels[6:]
+    wrong_two = [1 - y for y in labels[:2]] + labels[2:]
+
+    def run(method, recipe, seed, accuracy, predictions, created_at):
+        r = record(method, accuracy, 10, f"{method}-{recipe}-{seed}", seed=seed, predictions=predictions)
+        r["config"]["recipe"] = recipe
+        return r | {"created_at": created_at}
+
+    runs = [
+        run("full", "original", 1, 0.25, wrong_six, "2026-01-01"),
+        run("full", "fast", 1, 1.0, labels, "2026-01-02"),  # the newest full run of seed 1
+        run("prefix", "original", 1, 0.25, wrong_six, "2026-01-01"),
+        run("prefix", "fast", 1, 0.75, wrong_two, "2026-01-02"),
+        run("prefix", "original", 2, 1.0, labels, "2026-01-01"),
+        run("prefix", "fast", 2, 0.75, wrong_two, "2026-01-02"),
+    ]
+    groups = group_by_method(runs)
+    # Each prefix run meets full fine-tuning under its own recipe: the original-recipe pair agrees on all 8.
+    against_full = mcnemar_against_full(groups)["prefix @ recipe original"]
+    assert [(t["only_full_right"], t["only_method_right"]) for t in against_full] == [(0, 0)]
+
+    paired = recipes_paired(groups)
+    assert list(paired) == ["full @ lr 0.001", "prefix @ lr 0.001"]
+    seed1, seed2 = paired["prefix @ lr 0.001"]["rows"]
+    # Seed 1: fast gets sentences 2-5 right where the original does not; the exact two-sided p = 2 * 2**-4.
+    assert (seed1["only_fast_right"], seed1["only_original_right"], seed1["p_value"]) == (4, 0, 2 / 16)
+    # Seed 2: the original gets 2 more right: p = 2 * 2**-2.
+    assert (seed2["only_fast_right"], seed2["only_original_right"], seed2["p_value"]) == (0, 2, 0.5)
+    assert paired["full @ lr 0.001"]["rows"][0]["p_value"] == 2 / 64
+    assert paired["full @ lr 0.001"]["rows"][0]["verdict"] == "fast better"
+    difference = paired["prefix @ lr 0.001"]["difference"]
+    assert difference["mean"] == pytest.approx(((75 - 25) + (75 - 100)) / 2)
+
+    write_summary(summarise(groups), {}, tmp_path, paired)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| prefix @ lr 0.001 | 1 | 75.00 % | 25.00 % | +50.00 | 4 | 0 | 0.125 | no significant difference |" in text
+    assert read_json(tmp_path / "summary.json")["recipes_paired"]["full @ lr 0.001"]["rows"][0]["seed"] == 1
 
 
 def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):

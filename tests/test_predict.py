@@ -131,3 +131,26 @@ def test_frozen_weights_kept_in_bf16_are_saved_in_fp32(tiny_model, tiny_data, tm
         dtypes = {str(weights.get_tensor(name).dtype) for name in weights.keys()}
     assert dtypes == {"torch.float32"}
     assert predict.main(["--model", str(folder), "a good film"]) == 0
+
+
+def test_a_half_precision_checkpoint_trains_and_predicts_in_fp32(runs, tiny_data, tmp_path):
+    """transformers 5 loads a checkpoint in the dtype it was saved in; the optimizer needs fp32 weights, and
+    prediction must see the weights the run trained from (fp16 -> fp32 is exact, so both agree)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models import load_for_prediction, load_model_and_tokenizer
+
+    half = tmp_path / "half"
+    full = AutoModelForSequenceClassification.from_pretrained(runs / "models" / "full")
+    full.half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(runs / "models" / "full").save_pretrained(half)
+    model, _ = load_model_and_tokenizer(str(half))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+    results = tmp_path / "results"
+    argv = tiny_argv(str(half), tiny_data, results, "--method", "lora", "--run_name", "lora-on-half")
+    assert main([*argv, "--num_train_epochs", "1"]) == 0
+    model, _, _ = load_for_prediction(str(results / "models" / "lora-on-half"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == set()  # loaded for inference

@@ -64,3 +64,28 @@ def test_every_reference_run_records_its_command_and_data(name):
         assert record["status"] == "completed" and record["command"].startswith("python ")
         assert record["data"]["source"] and record["data"]["sha256"]
         assert record["model"]["name"]
+
+
+def test_each_tuned_rate_is_the_one_its_committed_sweep_scores_best():
+    """--lr_preset tuned is backed by evidence in results/reference/sweeps/, recomputed here from the trials'
+    own run files: the highest mean held-out accuracy over the seeds, ties to the lower mean held-out loss."""
+    from config import TUNED_LEARNING_RATES
+
+    sweeps = os.path.join(REFERENCE, "sweeps")
+    best = {}
+    for method in sorted(os.listdir(sweeps)):
+        folder = os.path.join(sweeps, method)
+        summary = sorted(f for f in os.listdir(folder) if f.startswith("sweep-"))[-1]
+        with open(os.path.join(folder, summary)) as handle:
+            trials = json.load(handle)["trials"]
+        scores = {}
+        for trial in trials:
+            with open(os.path.join(folder, trial["run_name"] + ".json")) as handle:
+                run = json.load(handle)
+            assert run["config"]["training_arguments"]["learning_rate"] == trial["learning_rate"]
+            scores.setdefault(trial["learning_rate"], []).append(
+                (run["metrics"]["eval_accuracy"], -run["metrics"]["eval_loss"])
+            )
+        mean = {rate: tuple(sum(s) / len(s) for s in zip(*runs)) for rate, runs in scores.items()}
+        best[method] = max(mean, key=mean.get)
+    assert best == TUNED_LEARNING_RATES
