@@ -1,6 +1,7 @@
 """Choose a method's learning rate on held-out training sentences, never on dev.
 
     python sweep.py --method lora --grid 1e-4,5e-4,1e-3 [any train flag, e.g. --max_train_samples 4000]
+    python sweep.py --table results/reference/sweeps    # every method's newest sweep there, as a Markdown table
 
 Each rate runs once per --seeds seed through the shared pipeline, training on the training sentences
 minus a stratified 5 % slice (fixed seed) and scored on that slice. Every trial's results file goes
@@ -9,6 +10,7 @@ highest mean held-out accuracy over the seeds, ties broken by the lower mean hel
 """
 
 import argparse
+import glob
 import math
 import os
 import shlex
@@ -23,8 +25,8 @@ from results import portable, read_record, utc_stamp, write_json_atomic
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--method", required=True, choices=list(METHODS), help="the method to tune")
-    parser.add_argument("--grid", required=True, help="comma-separated learning rates, e.g. 1e-4,5e-4,1e-3")
+    parser.add_argument("--method", choices=list(METHODS), help="the method to tune")
+    parser.add_argument("--grid", help="comma-separated learning rates, e.g. 1e-4,5e-4,1e-3")
     parser.add_argument(
         "--seeds",
         default="42",
@@ -33,7 +35,14 @@ def parse(argv):
     )
     parser.add_argument("--holdout_fraction", type=float, default=0.05, help="share of training sentences held out")
     parser.add_argument("--results_dir", default="results", help="trials go to RESULTS_DIR/sweeps/<method>/")
+    parser.add_argument(
+        "--table", metavar="DIR", help="run nothing: print the newest sweep of each method in DIR as a Markdown table"
+    )
     args, train_flags = parser.parse_known_args(argv)
+    if args.table:
+        return args, None, None, train_flags
+    if not (args.method and args.grid):
+        parser.error("--method and --grid are required (or --table DIR)")
     try:
         grid = [float(value) for value in args.grid.split(",")]
         seeds = [int(value) for value in args.seeds.split(",")]
@@ -83,6 +92,38 @@ def without_machine_paths(words):
     return portable(words, names)
 
 
+def rate_text(rate):
+    """5e-4, not 0.0005: how rates are written in a grid."""
+    return f"{rate:g}" if rate >= 1 else f"{rate:.0e}".replace("e-0", "e-")
+
+
+def table(folder):
+    """Markdown rows, one per method with a sweep in folder/<method>/ (its newest): the chosen rate, and each rate's
+    mean held-out accuracy (%) with every seed's in brackets where there are several; a rate that failed is marked."""
+    lines = ["| method | chosen | held-out accuracy (%) at each rate |", "|---|---|---|"]
+    for method in METHODS:
+        summaries = sorted(glob.glob(os.path.join(folder, method, "sweep-*.json")))
+        if not summaries:
+            continue
+        sweep = read_record(summaries[-1])
+        cells = []
+        for rate in sweep["grid"]:
+            trials = [t for t in sweep["trials"] if t["learning_rate"] == rate]
+            if not all(t["status"] == "completed" for t in trials):
+                cells.append(f"{rate_text(rate)}: failed")
+                continue
+            scores = [100 * t["holdout_accuracy"] for t in trials]
+            text = f"{rate_text(rate)}: {statistics.fmean(scores):.1f}"
+            text = f"**{text}**" if rate == sweep["chosen_learning_rate"] else text
+            cells.append(text + (" (" + "/".join(f"{x:.1f}" for x in scores) + ")" if len(scores) > 1 else ""))
+        seeds = ", ".join(str(seed) for seed in sweep["seeds"])
+        lines.append(
+            f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}) | {rate_text(sweep['chosen_learning_rate'])} "
+            f"| {', '.join(cells)} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -90,6 +131,9 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.table:
+        print(table(args.table))
+        return 0
     folder = os.path.join(args.results_dir, "sweeps", args.method)
     stamp = utc_stamp()
     trials, rates = [], []

@@ -89,3 +89,14 @@ def test_each_tuned_rate_is_the_one_its_committed_sweep_scores_best():
         mean = {rate: tuple(sum(s) / len(s) for s in zip(*runs)) for rate, runs in scores.items()}
         best[method] = max(mean, key=mean.get)
     assert best == TUNED_LEARNING_RATES
+
+
+def test_the_readme_s_sweep_table_is_the_committed_sweeps():
+    import sweep
+
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    rows = sweep.table(os.path.join(REFERENCE, "sweeps")).splitlines()
+    assert len(rows) > 2
+    for row in rows:
+        assert row in readme

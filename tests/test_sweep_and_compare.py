@@ -49,6 +49,27 @@ def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tm
     assert not list(tmp_path.rglob("models"))  # a grid saves no models unless asked (--save_model True)
 
 
+def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, capsys):
+    from results import write_json_atomic
+
+    def trial(rate, seed, accuracy, status="completed"):
+        return {"learning_rate": rate, "seed": seed, "status": status, "holdout_accuracy": accuracy}
+
+    old = {"grid": [1e-3], "seeds": [1], "trials": [trial(1e-3, 1, 0.9)], "chosen_learning_rate": 1e-3}
+    new = {
+        "grid": [5e-4, 3e-2, 3.0],
+        "seeds": [1, 2],
+        "trials": [trial(5e-4, 1, 0.5), trial(5e-4, 2, 0.6), trial(3e-2, 1, 0.8), trial(3e-2, 2, 0.9)]
+        + [trial(3.0, 1, None, "failed"), trial(3.0, 2, 0.5)],
+        "chosen_learning_rate": 3e-2,
+    }
+    write_json_atomic(tmp_path / "lora" / "sweep-20260101T000000Z.json", old)
+    write_json_atomic(tmp_path / "lora" / "sweep-20260102T000000Z.json", new)  # the newest is the one shown
+    assert sweep.main(["--table", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[2:] == ["| lora (seeds 1, 2) | 3e-2 | 5e-4: 55.0 (50.0/60.0), **3e-2: 85.0** (80.0/90.0), 3: failed |"]
+
+
 def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
     assert (
         sweep.main(
