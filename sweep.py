@@ -3,10 +3,12 @@
     python sweep.py --method lora --grid 1e-4,5e-4,1e-3 [any train flag, e.g. --max_train_samples 4000]
     python sweep.py --table results/reference/sweeps    # every method's newest sweep there, as a Markdown table
 
-Each rate runs once per --seeds seed through the shared pipeline, training on the training sentences
-minus a stratified 5 % slice (fixed seed) and scored on that slice. Every trial's results file goes
-under results/sweeps/<method>/, with a summary sweep-<UTC time>.json naming the chosen rate: the
-highest mean held-out accuracy over the seeds, ties broken by the lower mean held-out loss.
+Each rate runs once per --seeds seed through the shared pipeline, training on the training sentences minus a
+stratified 5 % slice (fixed seed) and scored on that slice. Every trial's results file goes under
+results/sweeps/<method>/, with a summary sweep-<UTC time>.json naming the chosen rate: the highest mean held-out
+accuracy over the seeds, ties broken by the lower mean held-out loss. A trial that already completed in that
+folder with the same flags, versions, device and threads is taken as it is, so a sweep can be resumed, or
+extended by seeds or rates.
 """
 
 import argparse
@@ -21,6 +23,7 @@ from config import ConfigError, refuse_flags
 from experiment import main as run_experiment
 from methods import METHODS
 from results import portable, read_record, utc_stamp, write_json_atomic
+from utils import environment
 
 
 def parse(argv):
@@ -59,12 +62,17 @@ def parse(argv):
 
 
 def run_trial(args, folder, run_name, rate, seed, train_flags):
-    """One run scored on the held-out slice. Returns (exit code, trial)."""
+    """One run scored on the held-out slice, or the same run that completed in this folder before (a sweep
+    interrupted, or extended by seeds or rates). Returns (exit code, trial)."""
     argv = ["--method", args.method, "--learning_rate", str(rate), "--seed", str(seed), "--results_dir", folder]
     argv += ["--run_name", run_name, "--holdout_fraction", str(args.holdout_fraction), "--save_model", "False"]
     argv += train_flags  # after our --save_model False: a user's --save_model True wins
-    code = run_experiment(argv)
-    record = read_record(os.path.join(folder, f"{run_name}.json"))
+    record = completed_before(folder, argv)
+    if record is None:
+        code = run_experiment(argv)
+        record = read_record(os.path.join(folder, f"{run_name}.json"))
+    else:
+        code, run_name = 0, record["run_name"]
     trial = {
         "learning_rate": rate,
         "seed": seed,
@@ -79,6 +87,28 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
             train_loss=metrics["train_loss"],
         )
     return code, trial
+
+
+def completed_before(folder, argv):
+    """A completed run in folder whose recorded command is argv's but for --run_name, made with the same versions,
+    device and threads (which change the rounding, and with it the result), else None."""
+
+    def key(words):
+        words = list(words)
+        if "--run_name" in words:
+            del words[words.index("--run_name") : words.index("--run_name") + 2]
+        return words
+
+    wanted = key(without_machine_paths(argv))
+    here = {k: v for k, v in environment().items() if k != "git_commit"}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        record = read_record(path)
+        if not isinstance(record, dict) or record.get("status") != "completed" or "command" not in record:
+            continue
+        ran = {k: v for k, v in record.get("environment", {}).items() if k != "git_commit"}
+        if key(shlex.split(record["command"])[2:]) == wanted and ran == here:
+            return record
+    return None
 
 
 def without_machine_paths(words):

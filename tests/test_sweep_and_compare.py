@@ -49,6 +49,29 @@ def test_sweep_scores_on_a_held_out_slice_never_on_dev(tiny_model, tiny_data, tm
     assert not list(tmp_path.rglob("models"))  # a grid saves no models unless asked (--save_model True)
 
 
+def test_an_extended_sweep_takes_the_trials_that_completed_and_runs_only_the_new_ones(tiny_model, tiny_data, tmp_path):
+    import torch
+
+    flags = ["--method", "full", "--seeds", "1", "--results_dir", str(tmp_path), *shared_flags(tiny_model, tiny_data)]
+    folder = tmp_path / "sweeps" / "full"
+    assert sweep.main(["--grid", "1e-3", *flags]) == 0
+    (first,) = folder.glob("full-lr0.001-*.json")
+    assert sweep.main(["--grid", "1e-3,3e-3", *flags]) == 0
+    assert list(folder.glob("full-lr0.001-*.json")) == [first]  # taken, not trained again
+    newest = read_json(sorted(folder.glob("sweep-*.json"))[-1])
+    assert [t["run_name"] for t in newest["trials"]][0] == first.stem
+    assert newest["trials"][0]["holdout_accuracy"] == read_json(first)["metrics"]["eval_accuracy"]
+    assert len(list(folder.glob("full-lr0.003-*.json"))) == 1
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # other rounding: the same flags are another experiment
+    try:
+        assert sweep.main(["--grid", "1e-3", *flags]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(folder.glob("full-lr0.001-*.json"))) == 2
+
+
 def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, capsys):
     from results import write_json_atomic
 
