@@ -47,7 +47,7 @@ DEFAULT_SETTINGS = dict(
 # them; `python sweep.py --table results/reference/sweeps` prints them).
 TUNED_LEARNING_RATES = {
     "full": 1e-4,
-    "prefix": 1e-3,
+    "prefix": 5e-4,
     "prefix-v2": 3e-2,
     "prompt": 1e-1,
     "ptuning": 3e-2,

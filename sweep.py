@@ -1,7 +1,7 @@
 """Choose a method's learning rate on held-out training sentences, never on dev.
 
     python sweep.py --method lora --grid 1e-4,5e-4,1e-3 [any train flag, e.g. --max_train_samples 4000]
-    python sweep.py --table results/reference/sweeps    # every method's newest sweep there, as a Markdown table
+    python sweep.py --table results/reference/sweeps    # every sweep there, as a Markdown table
 
 Each rate runs once per --seeds seed through the shared pipeline, training on the training sentences minus a
 stratified 5 % slice (fixed seed) and scored on that slice. Every trial's results file goes under
@@ -39,7 +39,7 @@ def parse(argv):
     parser.add_argument("--holdout_fraction", type=float, default=0.05, help="share of training sentences held out")
     parser.add_argument("--results_dir", default="results", help="trials go to RESULTS_DIR/sweeps/<method>/")
     parser.add_argument(
-        "--table", metavar="DIR", help="run nothing: print the newest sweep of each method in DIR as a Markdown table"
+        "--table", metavar="DIR", help="run nothing: print every sweep in DIR/<method>/ as a Markdown table"
     )
     args, train_flags = parser.parse_known_args(argv)
     if args.table:
@@ -128,14 +128,12 @@ def rate_text(rate):
 
 
 def table(folder):
-    """Markdown rows, one per method with a sweep in folder/<method>/ (its newest): the chosen rate, and each rate's
-    mean held-out accuracy (%) with every seed's in brackets where there are several; a rate that failed is marked."""
+    """Markdown rows, one per sweep in folder/<method>/, oldest first (the newest sets the tuned rate): the chosen
+    rate, and each rate's mean held-out accuracy (%) with every seed's in brackets where there are several; a rate
+    that failed is marked."""
     lines = ["| method | chosen | held-out accuracy (%) at each rate |", "|---|---|---|"]
-    for method in METHODS:
-        summaries = sorted(glob.glob(os.path.join(folder, method, "sweep-*.json")))
-        if not summaries:
-            continue
-        sweep = read_record(summaries[-1])
+    for method, path in ((m, p) for m in METHODS for p in sorted(glob.glob(os.path.join(folder, m, "sweep-*.json")))):
+        sweep = read_record(path)
         cells = []
         for rate in sweep["grid"]:
             trials = [t for t in sweep["trials"] if t["learning_rate"] == rate]

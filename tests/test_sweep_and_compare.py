@@ -87,10 +87,13 @@ def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, caps
         "chosen_learning_rate": 3e-2,
     }
     write_json_atomic(tmp_path / "lora" / "sweep-20260101T000000Z.json", old)
-    write_json_atomic(tmp_path / "lora" / "sweep-20260102T000000Z.json", new)  # the newest is the one shown
+    write_json_atomic(tmp_path / "lora" / "sweep-20260102T000000Z.json", new)
     assert sweep.main(["--table", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
-    assert rows[2:] == ["| lora (seeds 1, 2) | 3e-2 | 5e-4: 55.0 (50.0/60.0), **3e-2: 85.0** (80.0/90.0), 3: failed |"]
+    assert rows[2:] == [  # oldest first
+        "| lora (seed 1) | 1e-3 | **1e-3: 90.0** |",
+        "| lora (seeds 1, 2) | 3e-2 | 5e-4: 55.0 (50.0/60.0), **3e-2: 85.0** (80.0/90.0), 3: failed |",
+    ]
 
 
 def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
