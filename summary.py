@@ -60,6 +60,11 @@ DISTINGUISHING = {
 }
 
 
+def setting(key, value):
+    """'lr 0.0005', 'recipe fast': one distinguishing setting, as group labels show it."""
+    return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+
+
 def group_by_method(records):
     """{label: [records]} in the registry's order, unknown methods last.
 
@@ -73,9 +78,7 @@ def group_by_method(records):
     groups = {}
     for record in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["run_name"])):
         parts = [
-            f"{key} {get(record):g}" if isinstance(get(record), float) else f"{key} {get(record)}"
-            for key, get in DISTINGUISHING.items()
-            if len(varies[record["method"], key]) > 1
+            setting(key, get(record)) for key, get in DISTINGUISHING.items() if len(varies[record["method"], key]) > 1
         ]
         label = record["method"] + (" @ " + ", ".join(parts) if parts else "")
         groups.setdefault(label, []).append(record)
@@ -137,7 +140,7 @@ def recipes_paired(groups):
     """
     runs = {}
     for record in sorted((r for g in groups.values() for r in g), key=lambda r: r.get("created_at", "")):
-        method = record["method"] + f" @ lr {DISTINGUISHING['lr'](record):g}"
+        method = f"{record['method']} @ {setting('lr', DISTINGUISHING['lr'](record))}"
         runs.setdefault(method, {}).setdefault(recipe_of(record), {})[seed_of(record)] = record
     paired = {}
     for method, by_recipe in runs.items():

@@ -123,6 +123,15 @@ def test_recipes_are_compared_seed_by_seed_and_each_against_full_under_its_own_r
     assert read_json(tmp_path / "summary.json")["recipes_paired"]["full @ lr 0.001"]["rows"][0]["seed"] == 1
 
 
+def test_recipes_pair_even_when_runs_record_no_learning_rate():
+    """The results contract does not require the rate; pairing must not need it either."""
+    runs = [record("full", 1.0, 10, f"full-{recipe}", seed=1) for recipe in ("fast", "original")]
+    for run, recipe in zip(runs, ("fast", "original")):
+        run["config"]["recipe"] = recipe
+        del run["config"]["training_arguments"]["learning_rate"]
+    assert [row["seed"] for row in recipes_paired(group_by_method(runs))["full @ lr None"]["rows"]] == [1]
+
+
 def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):
     good = record("full", 0.8, 10, "good")
     write_json_atomic(tmp_path / "good.json", good)
