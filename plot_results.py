@@ -51,7 +51,8 @@ def bar_panel(axis, table, key):
     title, label, *_ = QUANTITIES[key]
     methods = list(table)
     means = [table[m][key]["mean"] for m in methods]
-    stds = [table[m][key]["std"] for m in methods]  # None for a single run: no error bar, not one of zero width
+    # No error bar where there is no spread: a single run (None), or runs that agree, e.g. parameter counts.
+    stds = [table[m][key]["std"] or None for m in methods]
     if all(mean is None for mean in means):  # e.g. GPU memory of runs on a CPU
         axis.text(0.5, 0.5, "not measured\n(runs on a CPU)", transform=axis.transAxes, ha="center", va="center")
         axis.set_yticks([])
@@ -102,7 +103,7 @@ def pareto(table):
         axis.errorbar(
             x * 1e6,
             y,
-            yerr=row["accuracy"]["std"],  # None for a single run: no bar
+            yerr=row["accuracy"]["std"] or None,  # no spread (one run, or runs that agree): no bar
             fmt="osD^v"[variant % 5],
             capsize=4,
             markersize=7,

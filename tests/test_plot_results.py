@@ -185,6 +185,8 @@ def test_the_figures_plot_the_runs_values():
     assert segments[0][1][1] - segments[0][0][1] == pytest.approx(2 * 100 * statistics.stdev([0.80, 0.90]))
     assert [tick.get_text() for tick in accuracy.get_xticklabels()] == ["full", "prefix"]
     assert [bar.get_height() for bar in trainable.patches] == pytest.approx([1.0, 0.02])  # millions
+    # Both full runs train the same 1M parameters: a spread of zero gets no bar, not a flat cap.
+    assert not [c for c in trainable.containers if getattr(c, "has_yerr", False)]
 
     (pareto_axis,) = figures["accuracy_vs_parameters.png"].axes
     markers = [container.lines[0] for container in pareto_axis.containers]  # each errorbar's data line
