@@ -199,12 +199,14 @@ def test_the_figures_plot_the_runs_values():
 
 
 def test_figures_read_at_a_glance_for_one_run_and_one_epoch():
-    """A single run has no error bar (not one of zero width), parameters sit on a log axis, and a one-epoch
-    run's accuracy is drawn from epoch 0, not on an axis from 0.96 to 1.04."""
+    """A single run, or runs that agree, have no error bar (not one of zero width), parameters sit on a log
+    axis, and a one-epoch run's accuracy is drawn from epoch 0, not on an axis from 0.96 to 1.04."""
     import plot_results
 
-    runs = [record("full", 0.80, 100, "a"), record("prompt", 0.60, 50, "b")]
-    runs[1]["params"]["trainable"] = 8_000
+    runs = [record("full", 0.80, 100, "a"), record("prompt", 0.60, 50, "b", seed=1)]
+    runs.append(record("prompt", 0.60, 50, "c", seed=2))  # two seeds, the same accuracy: no spread
+    for run in runs[1:]:
+        run["params"]["trainable"] = 8_000
     groups = group_by_method(runs)
     figures = plot_results.draw_figures(groups, summarise(groups))
     accuracy, _, trainable = figures["accuracy_loss_params.png"].axes
