@@ -8,6 +8,7 @@ import filecmp
 import json
 import os
 import shutil
+import statistics
 
 import pytest
 from conftest import ROOT, strings
@@ -100,3 +101,25 @@ def test_the_readme_s_sweep_table_is_the_committed_sweeps():
     assert len(rows) > 2
     for row in rows:
         assert row in readme
+
+
+def test_the_readme_s_whole_set_table_is_the_committed_runs():
+    """Each row's accuracies, copied into the README by hand, equal its runs' counts of right answers."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        lines = handle.read().splitlines()
+    header = "| method | trainable (MiniLM) | seed 1 | seed 2 |"
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    rows = [line.split("|")[1:-1] for line in lines[start + 2 : end]]
+    folder = os.path.join(REFERENCE, "whole-sst2-minilm-cpu")
+    accuracy = {}
+    for file in run_files(folder):
+        with open(os.path.join(folder, file)) as handle:
+            run = json.load(handle)
+        seed = int(file.rsplit("seed", 1)[1].removesuffix(".json"))
+        accuracy[(run["method"], seed)] = 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"]
+    assert {row[0].strip() for row in rows} == {method for method, _ in accuracy}
+    for method, _, seed1, seed2, mean_std, *_ in ([cell.strip() for cell in row] for row in rows):
+        seeds = [accuracy[(method, 1)], accuracy[(method, 2)]]
+        assert (seed1, seed2) == (f"{seeds[0]:.2f} %", f"{seeds[1]:.2f} %"), method
+        assert mean_std == f"{statistics.mean(seeds):.2f} ± {statistics.stdev(seeds):.2f} %", method
