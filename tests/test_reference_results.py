@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT, strings
 
 import plot_results
-from results import NOT_RUNS
+from results import NOT_RUNS, load_results
+from summary import seed_of
 
 REFERENCE = os.path.join(ROOT, "results", "reference")
 SETS = sorted(
@@ -110,16 +111,16 @@ def test_the_readme_s_whole_set_table_is_the_committed_runs():
     header = "| method | trainable (MiniLM) | seed 1 | seed 2 |"
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-    rows = [line.split("|")[1:-1] for line in lines[start + 2 : end]]
-    folder = os.path.join(REFERENCE, "whole-sst2-minilm-cpu")
-    accuracy = {}
-    for file in run_files(folder):
-        with open(os.path.join(folder, file)) as handle:
-            run = json.load(handle)
-        seed = int(file.rsplit("seed", 1)[1].removesuffix(".json"))
-        accuracy[(run["method"], seed)] = 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"]
-    assert {row[0].strip() for row in rows} == {method for method, _ in accuracy}
-    for method, _, seed1, seed2, mean_std, *_ in ([cell.strip() for cell in row] for row in rows):
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[start + 2 : end]]
+    runs, skipped = load_results(os.path.join(REFERENCE, "whole-sst2-minilm-cpu"))
+    assert not skipped
+    accuracy = {
+        (run["method"], seed_of(run)): 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"]
+        for run in runs
+    }
+    assert len(accuracy) == len(runs) == 20
+    assert {row[0] for row in rows} == {method for method, _ in accuracy}
+    for method, _, seed1, seed2, mean_std, *_ in rows:
         seeds = [accuracy[(method, 1)], accuracy[(method, 2)]]
         assert (seed1, seed2) == (f"{seeds[0]:.2f} %", f"{seeds[1]:.2f} %"), method
         assert mean_std == f"{statistics.mean(seeds):.2f} ± {statistics.stdev(seeds):.2f} %", method
