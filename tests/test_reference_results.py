@@ -7,6 +7,7 @@ the machine that made it; every run records the command that made it.
 import filecmp
 import json
 import os
+import re
 import shutil
 import statistics
 
@@ -104,24 +105,57 @@ def test_the_readme_s_sweep_table_is_the_committed_sweeps():
         assert row in readme
 
 
-def test_the_readme_s_whole_set_table_is_the_committed_runs():
-    """Each row's accuracies, copied into the README by hand, equal its runs' counts of right answers."""
+def readme_table(header):
+    """The rows of the README table whose header line starts with `header`, as lists of stripped cells."""
     with open(os.path.join(ROOT, "README.md")) as handle:
         lines = handle.read().splitlines()
-    header = "| method | trainable (MiniLM) | seed 1 | seed 2 | seed 3 |"
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[start + 2 : end]]
-    runs, skipped = load_results(os.path.join(REFERENCE, "whole-sst2-minilm-cpu"))
+    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[start + 2 : end]]
+
+
+WHOLE_SET = os.path.join(REFERENCE, "whole-sst2-minilm-cpu")
+
+
+def test_the_readme_s_whole_set_table_is_the_committed_runs():
+    """Each row's numbers, copied into the README by hand, equal those of its runs."""
+    rows = readme_table("| method | trainable (MiniLM) | seed 1 | seed 2 | seed 3 |")
+    runs, skipped = load_results(WHOLE_SET)
     assert not skipped
-    accuracy = {
-        (run["method"], seed_of(run)): 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"]
-        for run in runs
-    }
-    assert len(accuracy) == len(runs) == 27
-    assert {row[0] for row in rows} == {method for method, _ in accuracy}
-    for method, _, *seed_cells, mean_std in (row[:6] for row in rows):
-        seeds = [accuracy.get((method, seed)) for seed in (1, 2, 3)]
-        assert seed_cells == ["—" if a is None else f"{a:.2f} %" for a in seeds], method
-        ran = [a for a in seeds if a is not None]
-        assert mean_std == f"{statistics.mean(ran):.2f} ± {statistics.stdev(ran):.2f} %", method
+    by_key = {(run["method"], seed_of(run)): run for run in runs}
+    assert len(by_key) == len(runs) == 27
+    assert {row[0] for row in rows} == {method for method, _ in by_key}
+    for method, _, *seed_cells, mean_std, _, loss, time in rows:
+        ran = {seed: by_key[(method, seed)] for seed in (1, 2, 3) if (method, seed) in by_key}
+        accuracy = {
+            seed: 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"] for seed, run in ran.items()
+        }
+        assert seed_cells == [f"{accuracy[seed]:.2f} %" if seed in accuracy else "—" for seed in (1, 2, 3)], method
+        values = list(accuracy.values())
+        assert mean_std == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} %", method
+        assert loss == f"{statistics.mean(run['metrics']['train_loss'] for run in ran.values()):.3f}", method
+        assert time == f"{statistics.mean(run['efficiency']['train_time_s'] for run in ran.values()):.0f} s", method
+
+
+def test_the_readme_s_whole_set_mcnemar_table_is_the_summary_s():
+    """Each cell, copied by hand, has the summary's counts and verdict, and its p-value to the digits shown."""
+    rows = readme_table("| method | seed 1 | seed 2 | seed 3 |")
+    with open(os.path.join(WHOLE_SET, "summary.json")) as handle:
+        tests = json.load(handle)["mcnemar_vs_full"]
+    assert {row[0] for row in rows} == set(tests)
+    verdicts = {"full better": "full better", "no significant difference": "n.s."}
+    for method, *cells in rows:
+        by_seed = {test["seed"]: test for test in tests[method]}
+        for seed, cell in zip((1, 2, 3), cells):
+            if seed not in by_seed:
+                assert cell == "", (method, seed)
+                continue
+            test = by_seed[seed]
+            verdict, counts, p = re.fullmatch(r"(.+) \((\d+/\d+), p ([<=] [\d.]+)\)", cell).groups()
+            assert verdict == verdicts[test["verdict"]], (method, seed)
+            assert counts == f"{test['only_full_right']}/{test['only_method_right']}", (method, seed)
+            if p == "< 0.001":
+                assert test["p_value"] < 0.001, (method, seed)
+            else:
+                shown = p.removeprefix("= ")
+                assert abs(float(shown) - test["p_value"]) <= 0.5 * 10 ** -len(shown.split(".")[1]), (method, seed)
