@@ -47,6 +47,11 @@ def colour(label):
 LOG_SCALE = {"trainable"}
 
 
+def bar_label(value):
+    """Three significant digits, trailing zeros kept: 71.0 beside 88.8 reads as the same precision, not 71."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:#.3g}".rstrip(".")
+
+
 def bar_panel(axis, table, key):
     title, label, *_ = QUANTITIES[key]
     methods = list(table)
@@ -61,7 +66,7 @@ def bar_panel(axis, table, key):
         spread = [math.nan if std is None else std for std in stds] if any(s is not None for s in stds) else None
         bars = axis.bar(range(len(methods)), [m or 0 for m in means], yerr=spread, capsize=4, color=colours)
         for bar, mean, std in zip(bars, means, stds):
-            text = "n/a" if mean is None else (f"{mean:.3g}" if abs(mean) < 1000 else f"{mean:,.0f}")
+            text = "n/a" if mean is None else bar_label(mean)
             top = (bar.get_x() + bar.get_width() / 2, bar.get_height() + (std or 0))  # above the error bar
             axis.annotate(text, top, ha="center", va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8)
         if key in LOG_SCALE:

@@ -198,6 +198,21 @@ def test_the_figures_plot_the_runs_values():
     assert curves == {"full (2)": pytest.approx([85.0]), "prefix (1)": pytest.approx([70.0])}
 
 
+def test_bar_labels_keep_three_significant_digits():
+    """Each bar's label: 70.99 % is 71.0, as 88.84 is 88.8; 100 has no trailing point; thousands get commas."""
+    import plot_results
+
+    runs = [record("full", 0.8884, 2596, "a"), record("lora", 1.0, 1905, "b"), record("head", 0.7099, 966, "c")]
+    runs[2]["params"]["trainable"] = 770
+    groups = group_by_method(runs)
+    figures = plot_results.draw_figures(groups, summarise(groups))
+    accuracy, _, trainable = figures["accuracy_loss_params.png"].axes
+    assert [text.get_text() for text in accuracy.texts] == ["88.8", "100", "71.0"]
+    assert [text.get_text() for text in trainable.texts] == ["1.00", "1.00", "0.000770"]  # millions
+    _, time = figures["memory_time.png"].axes
+    assert [text.get_text() for text in time.texts] == ["2,596", "1,905", "966"]
+
+
 def test_figures_read_at_a_glance_for_one_run_and_one_epoch():
     """A single run, or runs that agree, have no error bar (not one of zero width), parameters sit on a log
     axis, and a one-epoch run's accuracy is drawn from epoch 0, not on an axis from 0.96 to 1.04."""

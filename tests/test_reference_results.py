@@ -123,7 +123,7 @@ def test_the_readme_s_whole_set_table_is_the_committed_runs():
     runs, skipped = load_results(WHOLE_SET)
     assert not skipped
     by_key = {(run["method"], seed_of(run)): run for run in runs}
-    assert len(by_key) == len(runs) == 27
+    assert len(by_key) == len(runs) == 30
     assert {row[0] for row in rows} == {method for method, _ in by_key}
     for method, _, *seed_cells, mean_std, _, loss, time in rows:
         ran = {seed: by_key[(method, seed)] for seed in (1, 2, 3) if (method, seed) in by_key}
@@ -159,3 +159,23 @@ def test_the_readme_s_whole_set_mcnemar_table_is_the_summary_s():
             else:
                 shown = p.removeprefix("= ")
                 assert abs(float(shown) - test["p_value"]) <= 0.5 * 10 ** -len(shown.split(".")[1]), (method, seed)
+
+
+def test_the_readme_s_brief_quotes_the_whole_set_means():
+    """The README's brief copies the whole set's means and sizes by hand: each is the summary's, as rounded."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        brief = " ".join(handle.read().split("## What we found, in brief", 1)[1].split("\n## ", 1)[0].split())
+    with open(os.path.join(WHOLE_SET, "summary.json")) as handle:
+        methods = json.load(handle)["methods"]
+    accuracy = {method: values["accuracy"]["mean"] for method, values in methods.items()}
+    original = {"88.07", "88.11"}  # the original experiment's prefix and full fine-tuning
+    quoted = re.findall(r"(\d+\.\d\d) %", brief)
+    assert quoted and set(quoted) <= original | {f"{mean:.2f}" for mean in accuracy.values()}
+    for method in ("full", "adapter", "prefix"):
+        assert f"{accuracy[method]:.2f} %" in brief, method
+    assert f"{accuracy['full'] - accuracy['prefix']:.1f} points under full fine-tuning" in brief
+    middle = [accuracy[method] for method in ("lora", "ia3", "prefix-v2")]
+    assert f"reach {min(middle):.1f} to {max(middle):.1f} %" in brief
+    size = {method: values["adapter"]["mean"] for method, values in methods.items()}  # MB on disk
+    assert f"{size['full']:.1f} MB for MiniLM, against {size['lora']:.2f} MB" in brief
+    assert f"and {size['adapter']:.1f} MB for the bottleneck adapters" in brief
