@@ -96,20 +96,36 @@ def bar_figure(table, keys, title):
     return fig
 
 
+MARKERS, LINES = "osD^v", ("-", "--", ":", "-.")
+
+
+def variant_counter():
+    """Numbers each method's variants (other rates, recipes) 0, 1, ...: they share its colour, and differ in
+    marker and line, so that two rates of one method stay apart."""
+    seen = {}
+
+    def variant(label):
+        base = label.split(" @ ")[0]
+        seen[base] = seen.get(base, -1) + 1
+        return seen[base]
+
+    return variant
+
+
 def pareto(table):
     """Accuracy against trainable parameters (log scale): what each method buys per parameter."""
     fig, axis = plt.subplots(figsize=(7, 4.6))
-    variants = {}  # a method's variants (other rates, recipes) share its colour and differ in marker
+    variant_of = variant_counter()
     for method, row in table.items():
         x, y = row["trainable"]["mean"], row["accuracy"]["mean"]
         if x is None or y is None:
             continue
-        variant = variants[method.split(" @ ")[0]] = variants.get(method.split(" @ ")[0], -1) + 1
+        variant = variant_of(method)
         axis.errorbar(
             x * 1e6,
             y,
             yerr=row["accuracy"]["std"] or None,  # no spread (one run, or runs that agree): no bar
-            fmt="osD^v"[variant % 5],
+            fmt=MARKERS[variant % len(MARKERS)],
             capsize=4,
             markersize=7,
             color=colour(method),
@@ -128,7 +144,7 @@ def pareto(table):
 
 def accuracy_per_epoch(groups):
     fig, axis = plt.subplots(figsize=(7, 4.6))
-    last = 0
+    last, variant_of = 0, variant_counter()
     for method, runs in groups.items():
         by_epoch = {}
         for run in runs:
@@ -138,7 +154,9 @@ def accuracy_per_epoch(groups):
         epochs = sorted(by_epoch)
         if epochs:
             means = [statistics.fmean(by_epoch[e]) for e in epochs]
-            axis.plot(epochs, means, marker="o", color=colour(method), label=f"{method} ({len(runs)})")
+            variant = variant_of(method)
+            style = {"marker": MARKERS[variant % len(MARKERS)], "linestyle": LINES[variant % len(LINES)]}
+            axis.plot(epochs, means, **style, color=colour(method), label=f"{method} ({len(runs)})")
             if len(runs) > 1:  # the spread over seeds, where there is one
                 stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
                 low, high = [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)]

@@ -213,6 +213,21 @@ def test_bar_labels_keep_three_significant_digits():
     assert [text.get_text() for text in time.texts] == ["2,596", "1,905", "966"]
 
 
+def test_two_rates_of_one_method_stay_apart_in_the_figures():
+    """Runs of one method at two rates share its colour, so they differ in marker and line instead."""
+    import plot_results
+
+    runs = [record("full", 0.80, 100, "a", learning_rate=1e-6), record("full", 0.84, 100, "b", learning_rate=1e-4)]
+    groups = group_by_method(runs)
+    assert len(groups) == 2
+    figures = plot_results.draw_figures(groups, summarise(groups))
+    (epochs_axis,) = figures["accuracy_per_epoch.png"].axes
+    styles = {(line.get_marker(), line.get_linestyle()) for line in epochs_axis.lines}
+    assert len(styles) == 2
+    (pareto_axis,) = figures["accuracy_vs_parameters.png"].axes
+    assert len({container.lines[0].get_marker() for container in pareto_axis.containers}) == 2
+
+
 def test_figures_read_at_a_glance_for_one_run_and_one_epoch():
     """A single run, or runs that agree, have no error bar (not one of zero width), parameters sit on a log
     axis, and a one-epoch run's accuracy is drawn from epoch 0, not on an axis from 0.96 to 1.04."""

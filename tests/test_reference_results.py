@@ -179,3 +179,21 @@ def test_the_readme_s_brief_quotes_the_whole_set_means():
     size = {method: values["adapter"]["mean"] for method, values in methods.items()}  # MB on disk
     assert f"{size['full']:.1f} MB for MiniLM, against {size['lora']:.2f} MB" in brief
     assert f"and {size['adapter']:.1f} MB for the bottleneck adapters" in brief
+
+
+def test_the_readme_s_ten_epoch_table_is_the_committed_runs():
+    """Each row, copied by hand: accuracy after epoch 1, the best epoch, after epoch 10, and the train loss."""
+    rows = readme_table("| method, rate | after epoch 1 | best epoch |")
+    runs, skipped = load_results(os.path.join(REFERENCE, "ten-epochs-minilm-4000"))
+    assert not skipped and len(runs) == len(rows) == 4
+    by_key = {(run["method"], run["config"]["training_arguments"]["learning_rate"]): run for run in runs}
+    for label, first, best, last, loss in rows:
+        method, rate = label.split(", ")
+        key = (method, float(rate))
+        history = by_key[key]["history"]
+        assert [row["epoch"] for row in history] == list(range(1, 11)), key
+        top = max(history, key=lambda row: row["eval_accuracy"])
+        assert first == f"{100 * history[0]['eval_accuracy']:.2f} %", key
+        assert best == f"{100 * top['eval_accuracy']:.2f} % ({top['epoch']:g})", key
+        assert last == f"{100 * history[-1]['eval_accuracy']:.2f} %", key
+        assert loss == f"{by_key[key]['metrics']['train_loss']:.3f}", key
