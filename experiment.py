@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+import torch
+import torch.fx.experimental._config
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, set_seed
@@ -148,6 +150,12 @@ def _compile_dynamic(dynamic):
     name, before = "ACCELERATE_DYNAMO_USE_DYNAMIC", os.environ.get("ACCELERATE_DYNAMO_USE_DYNAMIC")
     if dynamic is not None:
         os.environ[name] = str(bool(dynamic))
+    if dynamic:
+        # torch's duck sizing gives equal sizes one symbol: a first batch of 16 sentences padded to 16 tokens
+        # compiled a graph for length == batch, and the next length compiled everything again (twice the
+        # compile time; tests/test_recipes.py). The graph compiles at the first step, after this context
+        # has closed, so the setting stays for the process.
+        torch.fx.experimental._config.use_duck_shape = False
     try:
         yield
     finally:

@@ -1,14 +1,18 @@
 """Every GPU number in the README, from one command, in parts that fit a short GPU window.
 
     python gpu_report.py --part all --model_name_or_path $MINILM --data_dir $SST2
-    python gpu_report.py --part bench ...        # four configurations
-    python gpu_report.py --part end_to_end ...   # fast recipe, full and prefix: one SST-2 epoch each
-    python gpu_report.py --part original ...     # full fine-tuning, one epoch under --recipe original
-    python gpu_report.py --part profile ...      # where a fast step's time goes
-    python gpu_report.py --markdown              # the README's GPU section, from the JSON
+    python gpu_report.py --part bench_full ...         # full fine-tuning, original and fast recipe
+    python gpu_report.py --part bench_prefix ...       # prefix tuning, the same
+    python gpu_report.py --part end_to_end_full ...    # train_finetune.py, fast recipe, one SST-2 epoch
+    python gpu_report.py --part end_to_end_prefix ...  # train_prefix.py, the same
+    python gpu_report.py --part original ...           # train_finetune.py, one epoch under --recipe original
+    python gpu_report.py --part profile ...            # where a fast step's time goes
+    python gpu_report.py --markdown                    # the README's GPU section, from the JSON
 
-Each part merges into one JSON (--output, default results/gpu_report.json, "kind": "gpu_report"), so parts
-run in separate windows add up, and a part run again replaces its own entries only.
+`--part bench` runs both bench parts, `--part end_to_end` both end-to-end ones. Each part merges into one
+JSON (--output, default results/gpu_report.json, "kind": "gpu_report") as each of its rows lands, so parts
+run in separate windows add up, a part cut off by its time limit keeps the rows it finished, and a part run
+again replaces its own rows only. A report from another card or torch version is started afresh.
 
 - bench: full and prefix tuning under the original and the fast recipe on the BERT-base architecture at
   random init (speed and memory do not depend on the weights), on SST-2's train lengths (word pieces from
@@ -17,9 +21,9 @@ run in separate windows add up, and a part run again replaces its own entries on
   recorded inside the timed window. Reports ms/step, warm-up (compile) time, peak memory allocated and
   reserved, one dev evaluation, and the projected wall time of the original's protocol: 42,100 steps plus
   ten dev evaluations.
-- end_to_end, original: train_finetune.py and train_prefix.py, one epoch on every SST-2 training sentence,
+- end_to_end_*, original: train_finetune.py and train_prefix.py, one epoch on every SST-2 training sentence,
   --lr_preset tuned, evaluated on all 872 dev sentences; fine-tuning again under --recipe original, the
-  check that bf16 learns what fp32 learns (within 0.5 points).
+  check that bf16 learns what fp32 learns (within 0.5 points, with McNemar's test on the paired predictions).
 - profile: torch.profiler over --profile_steps fast full fine-tuning steps after the warm-up: the share of
   the time the GPU is busy, host ms per step, kernel launches and synchronisations per step.
 
@@ -41,16 +45,20 @@ from config import FAST_ON_GPU, ConfigError
 from data_loader import load_sst2, tokenize
 from experiment import main as run_experiment
 from results import portable, read_json, utc_stamp, write_json_atomic
+from significance import mcnemar_exact
 from utils import environment
 
-PARTS = ("bench", "end_to_end", "original", "profile")
+# In the order a GPU window runs them (tools/gpu_window.sh): the main targets first.
+PARTS = ("bench_full", "end_to_end_full", "original", "profile", "bench_prefix", "end_to_end_prefix")
+GROUPS = {"all": PARTS, "bench": ("bench_full", "bench_prefix"), "end_to_end": ("end_to_end_full", "end_to_end_prefix")}
+ROW_KEYS = {"bench": ("method", "recipe"), "end_to_end": ("script", "recipe")}  # a rerun replaces the same key
 PROTOCOL_EPOCHS = 10  # the original's: 42,100 steps of 16 sentences, and a dev evaluation after each epoch
 BF16_TOLERANCE = 0.5  # points of dev accuracy between the fast recipe's bf16 and the original's fp32
 
 
 @dataclass
 class ReportArguments:
-    part: str = field(default="all", metadata={"help": "Which part to run.", "choices": ["all", *PARTS]})
+    part: str = field(default="all", metadata={"help": "Which part to run.", "choices": [*GROUPS, *PARTS]})
     model_name_or_path: Optional[str] = field(
         default=None,
         metadata={"help": "The pretrained model the end-to-end runs train (e.g. all-MiniLM-L6-v2's folder); its "
@@ -99,12 +107,12 @@ def bench_arguments(report, profile=False):
     )
 
 
-def measure(report, configurations, profile=False):
-    """bench.measure for each (method, recipe), after a warm-up that reaches every length bucket."""
+def measure(report, configurations, save, profile=False):
+    """bench.measure for each (method, recipe), after a warm-up that reaches every length bucket; each row
+    goes to `save` as soon as it is measured."""
     tokenizer = AutoTokenizer.from_pretrained(report.model_name_or_path)
     train, dev = sst2_lengths(report, tokenizer, "train"), sst2_lengths(report, tokenizer, "validation")
     train, primed_steps = bench.primed(train, 16, FAST_ON_GPU["pad_to_multiple_of"])
-    rows = []
     for method, recipe in configurations:
         arguments = bench_arguments(report, profile)
         arguments.warmup_steps = max(arguments.warmup_steps, primed_steps)
@@ -127,82 +135,122 @@ def measure(report, configurations, profile=False):
                 )
             except Exception as error:  # one broken configuration must not cost a GPU window the others' numbers
                 print(f"{method} / {recipe} failed: {type(error).__name__}: {str(error).strip()[:500]}", flush=True)
-                rows.append({"method": method, "recipe": recipe, "error": f"{type(error).__name__}: {error}"[:2000]})
-                continue
-        row["warmup_steps"] = arguments.warmup_steps
-        rows.append(row)
-    return rows
+                row = {"method": method, "recipe": recipe, "error": f"{type(error).__name__}: {error}"[:2000]}
+        if "error" not in row:
+            row["warmup_steps"] = arguments.warmup_steps
+            print({k: row.get(k) for k in ("method", "recipe", "ms_per_step", "warmup_s", "peak_memory_mb")})
+        save(row)
 
 
-def part_bench(report):
-    rows = measure(report, [(m, r) for m in ("full", "prefix") for r in ("original", "fast")])
-    for original, fast in zip(rows[::2], rows[1::2]):  # each method's original recipe, then its fast one
-        if "error" not in original and "error" not in fast:
-            original["speedup"], fast["speedup"] = 1.0, round(original["ms_per_step"] / fast["ms_per_step"], 2)
-    return {"bench": rows}
+def bench_part(method):
+    def part(report, save):
+        measure(report, [(method, "original"), (method, "fast")], lambda row: save({"bench": [row]}))
+
+    return part
 
 
-def part_profile(report):
-    (row,) = measure(report, [("full", "fast")], profile=True)
-    return {"profile": {"method": "full", "recipe": "fast", **row.get("profile", {"error": row.get("error")})}}
+def part_profile(report, save):
+    def keep(row):
+        save({"profile": {"method": "full", "recipe": "fast", **row.get("profile", {"error": row.get("error")})}})
+
+    measure(report, [("full", "fast")], keep, profile=True)
 
 
-def end_to_end(report, runs):
-    """Runs the train scripts as a user would, and reads their results files."""
-    rows = []
+def end_to_end_part(method, recipe):
+    def part(report, save):
+        save({"end_to_end": [end_to_end(report, method, recipe)]})
+
+    return part
+
+
+def end_to_end(report, method, recipe):
+    """Runs a train script as a user would, and reads its results file."""
     folder = os.path.join(os.path.dirname(os.path.abspath(report.output)), "gpu_report_runs")
-    for method, recipe in runs:
-        run_name = f"gpu-{method}-{recipe}-{utc_stamp()}"
-        argv = [
-            "--model_name_or_path", report.model_name_or_path, "--model_name", report.model_name,
-            "--data_dir", report.data_dir, "--num_train_epochs", "1", "--lr_preset", "tuned", "--recipe", recipe,
-            "--save_strategy", "no", "--save_model", "False", "--results_dir", folder, "--run_name", run_name,
-            "--disable_tqdm", "True",
-        ]  # fmt: skip
-        if report.quick:
-            argv += ["--max_train_samples", "64", "--max_eval_samples", "32"]
-        if report.use_cpu:
-            argv += ["--use_cpu", "True"]
-        started = time.perf_counter()
-        code = run_experiment(argv, method=method)
-        wall = time.perf_counter() - started
-        record = read_json(os.path.join(folder, f"{run_name}.json")) if code in (0, 1) else {}
-        metrics, efficiency = record.get("metrics", {}), record.get("efficiency", {})
-        rows.append(
-            {
-                "script": {"full": "train_finetune.py", "prefix": "train_prefix.py"}[method],
-                "recipe": recipe,
-                "exit_code": code,
-                "wall_s": round(wall, 1),  # loading, tokenizing, compiling, training and evaluating
-                "train_time_s": efficiency.get("train_time_s"),
-                "train_sentences": record.get("data", {}).get("train_sentences"),
-                "eval_total": metrics.get("eval_total"),
-                "eval_correct": metrics.get("eval_correct"),
-                "eval_accuracy": metrics.get("eval_accuracy"),
-                "train_loss": metrics.get("train_loss"),
-                "learning_rate": record.get("config", {}).get("training_arguments", {}).get("learning_rate"),
-                "peak_memory_mb": efficiency.get("peak_memory_mb"),
-                "peak_memory_reserved_mb": efficiency.get("peak_memory_reserved_mb"),
-                "command": record.get("command"),
-            }
-        )
-    return rows
+    run_name = f"gpu-{method}-{recipe}-{utc_stamp()}"
+    argv = [
+        "--model_name_or_path", report.model_name_or_path, "--model_name", report.model_name,
+        "--data_dir", report.data_dir, "--num_train_epochs", "1", "--lr_preset", "tuned", "--recipe", recipe,
+        "--save_strategy", "no", "--save_model", "False", "--results_dir", folder, "--run_name", run_name,
+        "--disable_tqdm", "True",
+    ]  # fmt: skip
+    if report.quick:
+        argv += ["--max_train_samples", "64", "--max_eval_samples", "32"]
+    if report.use_cpu:
+        argv += ["--use_cpu", "True"]
+    started = time.perf_counter()
+    code = run_experiment(argv, method=method)
+    wall = time.perf_counter() - started
+    record = read_json(os.path.join(folder, f"{run_name}.json")) if code in (0, 1) else {}
+    return {**run_row(record, method, recipe), "exit_code": code, "wall_s": round(wall, 1)}
 
 
-PART_RUNS = {"end_to_end": [("full", "fast"), ("prefix", "fast")], "original": [("full", "original")]}
+def run_row(record, method, recipe):
+    """The report's row for a train script's results file."""
+    metrics, efficiency = record.get("metrics", {}), record.get("efficiency", {})
+    return {
+        "script": {"full": "train_finetune.py", "prefix": "train_prefix.py"}[method],
+        "recipe": recipe,
+        "exit_code": 0 if record.get("status") == "completed" else None,
+        "wall_s": None,  # set by end_to_end: loading, tokenizing, compiling, training and evaluating
+        "total_time_s": efficiency.get("total_time_s"),  # the run's own clock: all of that but Python's start
+        "train_time_s": efficiency.get("train_time_s"),
+        "train_sentences": record.get("data", {}).get("train_sentences"),
+        "eval_total": metrics.get("eval_total"),
+        "eval_correct": metrics.get("eval_correct"),
+        "eval_accuracy": metrics.get("eval_accuracy"),
+        "train_loss": metrics.get("train_loss"),
+        "learning_rate": record.get("config", {}).get("training_arguments", {}).get("learning_rate"),
+        "peak_memory_mb": efficiency.get("peak_memory_mb"),
+        "peak_memory_reserved_mb": efficiency.get("peak_memory_reserved_mb"),
+        "command": record.get("command"),
+        "predictions": record.get("predictions"),  # for McNemar's test of bf16 against fp32
+        "labels": record.get("labels"),
+    }
+
+
+PART_FUNCTIONS = {
+    "bench_full": bench_part("full"),
+    "bench_prefix": bench_part("prefix"),
+    "end_to_end_full": end_to_end_part("full", "fast"),
+    "end_to_end_prefix": end_to_end_part("prefix", "fast"),
+    "original": end_to_end_part("full", "original"),
+    "profile": part_profile,
+}
+METHOD_ORDER, RECIPE_ORDER = ("full", "prefix"), ("original", "fast")
 
 
 def merge(path, part, found, command):
-    """The report at `path` with this part's entries replaced, and what the parts add up to."""
-    report = read_json(path) if os.path.isfile(path) else {"schema_version": 1, "kind": "gpu_report"}
+    """The report at `path` with `found`'s rows replacing those of the same key, and what they add up to.
+
+    A report from another card or torch version is not merged into: its numbers are not comparable."""
+    report = read_json(path) if os.path.isfile(path) else None
+    env = environment()
+    if report is not None:
+        before = report.get("environment", {})
+        if (before.get("device"), before.get("torch")) != (env["device"], env["torch"]):
+            print(f"note: {path} is from {before.get('device')}, torch {before.get('torch')}: starting afresh")
+            report = None
+    if report is None:
+        report = {"schema_version": 1, "kind": "gpu_report"}
     report.setdefault("commands", {})[part] = command
-    if part in PART_RUNS:
-        replaced = {(r["script"], r["recipe"]) for r in found}
-        kept = [r for r in report.get("end_to_end", []) if (r["script"], r["recipe"]) not in replaced]
-        report["end_to_end"] = kept + found
-    else:
-        report.update(found)
-    report["created_at"], report["environment"] = utc_stamp(), environment()
+    for name, value in found.items():
+        if name in ROW_KEYS:
+            key = ROW_KEYS[name]
+            replaced = {tuple(row[k] for k in key) for row in value}
+            kept = [row for row in report.get(name, []) if tuple(row[k] for k in key) not in replaced]
+            report[name] = kept + value
+        else:
+            report[name] = value
+    report.get("bench", []).sort(key=lambda r: (METHOD_ORDER.index(r["method"]), RECIPE_ORDER.index(r["recipe"])))
+    for method in METHOD_ORDER:
+        rows = {r["recipe"]: r for r in report.get("bench", []) if r["method"] == method}
+        for row in rows.values():
+            row.pop("speedup", None)
+        original, fast = rows.get("original"), rows.get("fast")
+        if original and fast and "error" not in original and "error" not in fast:
+            original["speedup"], fast["speedup"] = 1.0, round(original["ms_per_step"] / fast["ms_per_step"], 2)
+    report["created_at"], report["environment"] = utc_stamp(), env
+    report.pop("bf16_vs_fp32", None)
     runs = {(r["script"], r["recipe"]): r for r in report.get("end_to_end", [])}
     fast, original = runs.get(("train_finetune.py", "fast")), runs.get(("train_finetune.py", "original"))
     if fast and original and fast["eval_accuracy"] is not None and original["eval_accuracy"] is not None:
@@ -212,6 +260,9 @@ def merge(path, part, found, command):
             "within_tolerance": abs(difference) <= BF16_TOLERANCE,
             "tolerance_points": BF16_TOLERANCE,
         }
+        if fast.get("predictions") and original.get("predictions"):
+            only_fp32, only_bf16, p = mcnemar_exact(original["predictions"], fast["predictions"], original["labels"])
+            report["bf16_vs_fp32"]["mcnemar"] = {"only_fp32_right": only_fp32, "only_bf16_right": only_bf16, "p": p}
     return report
 
 
@@ -245,7 +296,8 @@ def markdown(report) -> str:
     if report.get("end_to_end"):
         lines += [
             "",
-            "| script | recipe | rate | dev accuracy | train loss | wall time (all of it) | peak allocated MB |",
+            "| script | recipe | rate | dev accuracy | train loss | time, loading to last evaluation | "
+            "peak allocated MB |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in report["end_to_end"]:
@@ -254,10 +306,25 @@ def markdown(report) -> str:
                 if r["eval_accuracy"] is None
                 else f"{100 * r['eval_accuracy']:.2f} % ({r['eval_correct']}/{r['eval_total']})"
             )
+            loss = "n/a" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+            took = "n/a" if r.get("total_time_s") is None else f"{r['total_time_s']:.0f} s"
             lines.append(
-                f"| {r['script']} | {r['recipe']} | {r['learning_rate']} | {accuracy} | {r['train_loss']} | "
-                f"{r['wall_s']:.0f} s | {r['peak_memory_mb']} |"
+                f"| {r['script']} | {r['recipe']} | {r['learning_rate']} | {accuracy} | {loss} | {took} | "
+                f"{r['peak_memory_mb']} |"
             )
+        lines += [f"\n{r['script']}, {r['recipe']}: {r['note']}" for r in report["end_to_end"] if r.get("note")]
+    if report.get("bf16_vs_fp32"):
+        c = report["bf16_vs_fp32"]
+        verdict = "within" if c["within_tolerance"] else "outside"
+        lines += ["", f"bf16 (fast) minus fp32 (original): {c['accuracy_points']:+.2f} points, {verdict} the "
+                  f"{c['tolerance_points']}-point tolerance"]  # fmt: skip
+        if c.get("mcnemar"):
+            m = c["mcnemar"]
+            lines[-1] += (
+                f"; McNemar: {m['only_fp32_right']} sentences only fp32 got right, {m['only_bf16_right']} only "
+                f"bf16, p = {m['p']:.2g}"
+            )
+        lines[-1] += "."
     if report.get("profile"):
         p = report["profile"]
         lines += [
@@ -274,10 +341,8 @@ def print_table(report):
         bench.print_table(report["bench"])
     for row in report.get("end_to_end", []):
         accuracy = "failed" if row["eval_accuracy"] is None else f"{100 * row['eval_accuracy']:.2f} %"
-        print(
-            f"{row['script']:<18} {row['recipe']:<9} {accuracy:>8} {row['wall_s']:>8.0f} s  "
-            f"peak {row['peak_memory_mb']} MB"
-        )
+        wall = "n/a" if row.get("wall_s") is None else f"{row['wall_s']:.0f} s"
+        print(f"{row['script']:<18} {row['recipe']:<9} {accuracy:>8} {wall:>8}  peak {row['peak_memory_mb']} MB")
     if report.get("bf16_vs_fp32"):
         print(f"bf16 - fp32: {report['bf16_vs_fp32']['accuracy_points']:+.2f} points")
     if report.get("profile"):
@@ -301,15 +366,13 @@ def main(argv=None) -> int:
     if report.markdown:
         print(markdown(read_json(report.output)))
         return 0
-    parts = PARTS if report.part == "all" else (report.part,)
-    for part in parts:
-        if part == "bench":
-            found = part_bench(report)
-        elif part == "profile":
-            found = part_profile(report)
-        else:
-            found = end_to_end(report, PART_RUNS[part])
-        write_json_atomic(report.output, merge(report.output, part, found, command_for(part, argv, report)))
+    for part in GROUPS.get(report.part, (report.part,)):
+        command = command_for(part, argv, report)
+
+        def save(found, part=part, command=command):
+            write_json_atomic(report.output, merge(report.output, part, found, command))
+
+        PART_FUNCTIONS[part](report, save)
     result = read_json(report.output)
     print_table(result)
     print(f"-> {report.output}")

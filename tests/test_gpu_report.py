@@ -1,14 +1,16 @@
 """gpu_report.py: the one command behind the README's GPU numbers, checked on a CPU with a tiny model."""
 
 import math
+import os
 import random
+import re
 
 import pytest
 from datasets import Dataset
 
 import bench
 import gpu_report
-from results import read_json
+from results import read_json, write_json_atomic
 
 
 def test_the_warm_up_reaches_every_length_bucket_before_timing():
@@ -41,7 +43,7 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
         "--output",
         str(output),
     ]
-    assert gpu_report.main(["--part", "bench", *flags]) == 0
+    assert gpu_report.main(["--part", "bench", *flags]) == 0  # both bench parts
     assert gpu_report.main(["--part", "end_to_end", *flags]) == 0
     first = read_json(output)
     assert gpu_report.main(["--part", "original", *flags]) == 0
@@ -68,9 +70,9 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
         runs["train_finetune.py", "fast"]["eval_accuracy"] - runs["train_finetune.py", "original"]["eval_accuracy"]
     )
     assert report["bf16_vs_fp32"]["accuracy_points"] == pytest.approx(difference, abs=0.01)
-    assert set(report["commands"]) == {"bench", "end_to_end", "original"}
+    assert set(report["commands"]) == {"bench_full", "bench_prefix", "end_to_end_full", "end_to_end_prefix", "original"}
     assert all(tiny_model not in command and tiny_data not in command for command in report["commands"].values())
-    assert "python gpu_report.py --part bench" in gpu_report.markdown(report)
+    assert "python gpu_report.py --part bench_full" in gpu_report.markdown(report)
 
 
 def test_the_report_needs_local_folders(capsys):
@@ -78,18 +80,30 @@ def test_the_report_needs_local_folders(capsys):
     assert "needs --model_name_or_path and --data_dir" in capsys.readouterr().err
 
 
-def test_a_configuration_that_fails_costs_only_its_own_row(tiny_model, tiny_data, tmp_path, monkeypatch, capsys):
-    """A GPU window is short: one broken configuration must not take the other three's numbers with it."""
+def fake_rows(monkeypatch, fail=None, stop=None):
+    """bench.measure replaced: original 40 ms per step, fast 10; `fail` raises an error, `stop` kills the part."""
 
     def fake_measure(arguments, method, recipe, *rest, **options):
-        if (method, recipe) == ("prefix", "original"):
+        if (method, recipe) == fail:
             raise RuntimeError("CUDA out of memory")
-        return {"method": method, "recipe": recipe, "ms_per_step": {"original": 40.0, "fast": 10.0}[recipe]}
+        if (method, recipe) == stop:
+            raise KeyboardInterrupt  # what a time limit's signal does to the part
+        ms = {"original": 40.0, "fast": 10.0}[recipe]
+        return {
+            "method": method, "recipe": recipe, "ms_per_step": ms, "warmup_s": 1.0, "samples_per_s": 16_000 / ms,
+            "peak_memory_mb": None, "peak_memory_reserved_mb": None, "projected_protocol_s": 42.1 * ms,
+        }  # fmt: skip
 
     monkeypatch.setattr(bench, "measure", fake_measure)
+
+
+def test_a_configuration_that_fails_costs_only_its_own_row(tiny_model, tiny_data, tmp_path, monkeypatch, capsys):
+    """A GPU window is short: one broken configuration must not take the other three's numbers with it."""
+    fake_rows(monkeypatch, fail=("prefix", "original"))
+    output = tmp_path / "report.json"
     flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
-    (report,) = gpu_report.HfArgumentParser(gpu_report.ReportArguments).parse_args_into_dataclasses(args=flags)
-    rows = gpu_report.part_bench(report)["bench"]
+    assert gpu_report.main(["--part", "bench", *flags, "--output", str(output)]) == 1
+    rows = read_json(output)["bench"]
     assert [(r["method"], r["recipe"], r.get("speedup")) for r in rows] == [
         ("full", "original", 1.0),
         ("full", "fast", 4.0),
@@ -97,3 +111,61 @@ def test_a_configuration_that_fails_costs_only_its_own_row(tiny_model, tiny_data
         ("prefix", "fast", None),  # no baseline to compare with
     ]
     assert rows[2]["error"] == "RuntimeError: CUDA out of memory"
+
+
+def test_a_part_cut_off_keeps_the_rows_it_finished(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """The window's time limit stops a part mid-way: what it measured before is already in the report."""
+    fake_rows(monkeypatch, stop=("full", "fast"))
+    output = tmp_path / "report.json"
+    flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+    with pytest.raises(KeyboardInterrupt):
+        gpu_report.main(["--part", "bench_full", *flags, "--output", str(output)])
+    assert [(r["method"], r["recipe"], r["ms_per_step"]) for r in read_json(output)["bench"]] == [
+        ("full", "original", 40.0)
+    ]
+
+
+def test_a_report_from_another_card_is_started_afresh(tiny_model, tiny_data, tmp_path, monkeypatch):
+    fake_rows(monkeypatch)
+    output = tmp_path / "report.json"
+    row = {"method": "prefix", "recipe": "fast", "ms_per_step": 8.1}
+    write_json_atomic(output, {"kind": "gpu_report", "environment": {"device": "NVIDIA H200"}, "bench": [row]})
+    flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+    assert gpu_report.main(["--part", "bench_full", *flags, "--output", str(output)]) == 0
+    report = read_json(output)
+    assert [(r["method"], r["recipe"]) for r in report["bench"]] == [("full", "original"), ("full", "fast")]
+    assert set(report["commands"]) == {"bench_full"}
+
+
+def test_bf16_against_fp32_pairs_the_two_runs_predictions():
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    fp32 = [1, 0, 1, 0, 1, 0, 1, 1]  # wrong on the last sentence only
+    bf16 = [0, 1, 0, 1, 0, 0, 1, 0]  # wrong on the first five, right on the last
+    rows = [
+        {"script": "train_finetune.py", "recipe": recipe, "eval_accuracy": sum(map(int.__eq__, p, labels)) / 8,
+         "predictions": p, "labels": labels}
+        for recipe, p in (("original", fp32), ("fast", bf16))
+    ]  # fmt: skip
+    report = gpu_report.merge("/nonexistent/report.json", "original", {"end_to_end": rows}, "command")
+    # 3/8 - 7/8 of the sentences; McNemar: 5 discordant one way, 1 the other, p = 2 * (1 + 6) / 2**6
+    assert report["bf16_vs_fp32"]["accuracy_points"] == -50.0
+    assert report["bf16_vs_fp32"]["within_tolerance"] is False
+    expected = {"only_fp32_right": 5, "only_bf16_right": 1, "p": pytest.approx(14 / 64)}
+    assert report["bf16_vs_fp32"]["mcnemar"] == expected
+
+
+def test_the_window_script_runs_every_part():
+    """tools/gpu_window.sh's two window commands, as its header gives them, run every part of the report."""
+    with open(os.path.join(os.path.dirname(gpu_report.__file__), "tools", "gpu_window.sh")) as handle:
+        commands = re.findall(r"^#\s+bash tools/gpu_window\.sh ([a-z_ ]+?)\s+#", handle.read(), re.MULTILINE)
+    named = [part for command in commands for part in command.split()]
+    assert len(commands) == 2 and sorted(named) == sorted(gpu_report.PARTS)
+
+
+def test_the_readme_s_gpu_section_is_the_committed_report():
+    """The README's GPU numbers are generated from results/gpu_report.json, not typed."""
+    root = os.path.dirname(gpu_report.__file__)
+    report = read_json(os.path.join(root, "results", "gpu_report.json"))
+    assert report["kind"] == "gpu_report" and "+cu" in report["environment"]["torch"]  # a CUDA build measured it
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as handle:
+        assert gpu_report.markdown(report) in handle.read()

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # On the lent GPU (the device tool, carry [".carry"] from tools/pack_gpu_carry.py): the parts of
-# gpu_report.py named as arguments, in order, each under its own time limit, then the merged report to $OUT.
-#     bash tools/gpu_window.sh bench profile      # first window
-#     bash tools/gpu_window.sh end_to_end original
+# gpu_report.py named as arguments, in order, each under its own time limit, merged into $OUT/gpu_report.json
+# (which starts as the committed results/gpu_report.json) as each row lands, so a part cut off keeps its rows.
+#     bash tools/gpu_window.sh bench_full end_to_end_full original profile   # about 7 minutes on an H100
+#     bash tools/gpu_window.sh bench_prefix end_to_end_prefix                 # about 5
 #     PART_LIMIT_S=540 bash tools/gpu_window.sh whole   # once the report is done: every method, whole SST-2
-# Copy $OUT/gpu_report.json to results/gpu_report.json here and commit it; a later window merges into it.
+# Copy $OUT/gpu_report.json to results/gpu_report.json here and commit it.
 set -uo pipefail
 : "${OUT:?run this through the device tool, which sets OUT}"
 PART_LIMIT_S=${PART_LIMIT_S:-300}  # the issue's budget per part: a window must hold a part and a rerun
-REPORT=${REPORT:-results/gpu_report.json}
-EXTRA=${EXTRA:-}  # e.g. EXTRA="--quick --use_cpu" REPORT=/tmp/r.json OUT=/tmp/o to try this script on a CPU
+REPORT=$OUT/gpu_report.json  # in $OUT, so what a part finished comes back even if the window ends
+[ -f "$REPORT" ] || [ ! -f results/gpu_report.json ] || cp results/gpu_report.json "$REPORT"
+EXTRA=${EXTRA:-}  # e.g. EXTRA="--quick --use_cpu" OUT=/tmp/o to try this script on a CPU
+# timeout -k: SIGTERM reaches the whole group, and a run killed mid-compile waited for its dead compile
+# workers instead of stopping (H100, 2026-11-27), so each part is killed 10 s after its limit.
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .carry/site-packages/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
+export TORCH_LOGS=${TORCH_LOGS-recompiles}  # a recompile is what makes a warm-up slow: say why, if one happens
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import sys, torch, transformers, peft, datasets; print(sys.version.split()[0], torch.__version__, \
 transformers.__version__, peft.__version__, datasets.__version__, torch.cuda.is_available())" || exit 1
@@ -24,7 +29,7 @@ for part in "$@"; do
     echo "== part $part (limit ${PART_LIMIT_S} s) $(date -u +%H:%M:%S)"
     if [ "$part" = whole ]; then  # four runs share the GPU: each is launch-bound, and compiles on its own cores
         # shellcheck disable=SC2086
-        timeout "$PART_LIMIT_S" python3 compare.py \
+        timeout -k 10 "$PART_LIMIT_S" python3 compare.py \
             --methods full,prefix,prefix-v2,prompt,ptuning,lora,ia3,bitfit,adapter,head --seeds 1 \
             --lr_preset tuned --jobs 4 --results_dir "$WHOLE" --model_name_or_path .carry/minilm \
             --model_name sentence-transformers/all-MiniLM-L6-v2 --data_dir .carry/sst2 --num_train_epochs 1 \
@@ -33,12 +38,12 @@ for part in "$@"; do
         tar czf "$OUT/whole.tgz" "$WHOLE"
     else
         # shellcheck disable=SC2086
-        timeout "$PART_LIMIT_S" python3 gpu_report.py --part "$part" --model_name_or_path .carry/minilm \
+        timeout -k 10 "$PART_LIMIT_S" python3 gpu_report.py --part "$part" --model_name_or_path .carry/minilm \
             --data_dir .carry/sst2 --output "$REPORT" $EXTRA 2>&1 | tee "$OUT/$part.log"
         code=${PIPESTATUS[0]}
     fi
     echo "== part $part exit $code $(date -u +%H:%M:%S)"
     [ "$code" = 0 ] || status=$code
 done
-[ -f "$REPORT" ] && cp "$REPORT" "$OUT/gpu_report.json" && python3 gpu_report.py --markdown --output "$REPORT"
+[ -f "$REPORT" ] && python3 gpu_report.py --markdown --output "$REPORT"
 exit $status
