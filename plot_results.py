@@ -25,10 +25,10 @@ from methods import METHODS  # noqa: E402
 from results import load_results  # noqa: E402
 from summary import (  # noqa: E402
     QUANTITIES,
+    all_paired,
     group_by_method,
     learning_curve,
     mcnemar_against_full,
-    recipes_paired,
     summarise,
     train_size_of,
     write_curve_summary,
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
         groups = group_by_method(records)
         table = summarise(groups)
         drawn = draw_figures(groups, table)
-        write_summary(table, mcnemar_against_full(groups), args.results_dir, recipes_paired(groups))
+        write_summary(table, mcnemar_against_full(groups), args.results_dir, all_paired(groups))
         what = f"{len(groups)} methods"
     for name, fig in drawn.items():
         fig.savefig(os.path.join(figures, name), dpi=120)

@@ -1,6 +1,7 @@
 """The summary of a folder of runs: runs grouped by method, mean ± std with a 95 % interval per quantity,
-and McNemar's exact test of each method against full fine-tuning (and, where a method ran under both recipes,
-of the fast recipe against the original, seed by seed). Written as summary.md and summary.json.
+and McNemar's exact test of each method against full fine-tuning (and, where a method ran under both
+recipes or both precisions, of the fast recipe against the original and bf16 against fp32, seed by seed).
+Written as summary.md and summary.json.
 
 A learning curve (runs with --train_size, from compare.py --train_sizes) is summarised the same way at each
 number of training sentences, as a table with a row per size and a column per method.
@@ -57,7 +58,11 @@ ORIGINAL_ROWS = ("accuracy", "train_loss", "trainable", "memory", "time")  # the
 DISTINGUISHING = {
     "lr": lambda r: r.get("config", {}).get("training_arguments", {}).get("learning_rate"),
     "recipe": lambda r: r.get("config", {}).get("recipe"),
+    "precision": lambda r: "bf16" if r.get("config", {}).get("training_arguments", {}).get("bf16") else "fp32",
 }
+# Settings that compute the same step up to rounding: runs under both values, paired by seed, show whether
+# they also learn the same. {setting: (one value, the value it is measured against, summary.json's key)}
+PAIRED = {"recipe": ("fast", "original", "recipes_paired"), "precision": ("bf16", "fp32", "precision_paired")}
 
 
 def setting(key, value):
@@ -101,26 +106,27 @@ def seed_of(record):
     return record.get("config", {}).get("training_arguments", {}).get("seed")
 
 
-def recipe_of(record):
-    return DISTINGUISHING["recipe"](record)
+def context_of(record):
+    """The settings a method's run shares with the full fine-tuning run it is tested against."""
+    return tuple(DISTINGUISHING[key](record) for key in PAIRED)
 
 
 def mcnemar_against_full(groups):
     """{label: [{seed, only_full_right, only_method_right, p, verdict}]} over runs paired by seed.
 
-    The reference for a seed is full fine-tuning's run with that seed under the same recipe, else under any
-    (the newest, if there are several).
+    The reference for a seed is full fine-tuning's run with that seed under the same recipe and precision,
+    else under any (the newest, if there are several).
     """
     full_runs = [r for label, runs in groups.items() if is_full(label) for r in runs if "predictions" in r]
     full = {}
     for run in sorted(full_runs, key=lambda r: r.get("created_at", "")):
-        full[seed_of(run)] = full[seed_of(run), recipe_of(run)] = run
+        full[seed_of(run)] = full[seed_of(run), context_of(run)] = run
     tests = {}
     for method, runs in groups.items():
         if is_full(method):
             continue
         for run in runs:
-            reference = full.get((seed_of(run), recipe_of(run)), full.get(seed_of(run)))
+            reference = full.get((seed_of(run), context_of(run)), full.get(seed_of(run)))
             if reference is None or "predictions" not in run or run.get("labels") != reference.get("labels"):
                 continue
             b, c, p = mcnemar_exact(reference["predictions"], run["predictions"], run["labels"])
@@ -131,40 +137,41 @@ def mcnemar_against_full(groups):
     return tests
 
 
-def recipes_paired(groups):
-    """{method: {rows: [{seed, fast, original, difference, only_fast_right, only_original_right, p_value,
-    verdict}], difference: {mean, std, ci95, runs}}} for each method (at one rate) run under both recipes.
+def paired_by_seed(groups, key):
+    """{method: {rows: [{seed, A, B, difference, only_A_right, only_B_right, p_value, verdict}], difference:
+    {mean, std, ci95, runs}}} for each method (at one rate) run under both values A and B of PAIRED[key].
 
-    Both recipes compute the same step (tests/test_recipes.py); pairing by seed shows whether they also
-    learn the same, against the spread that seeds alone give.
+    Both values compute the same step up to rounding (tests/test_recipes.py); pairing by seed shows whether
+    they also learn the same, against the spread that seeds alone give.
     """
+    first, second, _ = PAIRED[key]
     runs = {}
     for record in sorted((r for g in groups.values() for r in g), key=lambda r: r.get("created_at", "")):
         method = f"{record['method']} @ {setting('lr', DISTINGUISHING['lr'](record))}"
-        runs.setdefault(method, {}).setdefault(recipe_of(record), {})[seed_of(record)] = record
+        runs.setdefault(method, {}).setdefault(DISTINGUISHING[key](record), {})[seed_of(record)] = record
     paired = {}
-    for method, by_recipe in runs.items():
-        fast, original = by_recipe.get("fast", {}), by_recipe.get("original", {})
+    for method, by_value in runs.items():
+        ones, others = by_value.get(first, {}), by_value.get(second, {})
         rows = []
-        for seed in sorted(set(fast) & set(original)):
-            a, b = fast[seed], original[seed]
+        for seed in sorted(set(ones) & set(others)):
+            a, b = ones[seed], others[seed]
             if "predictions" not in a or "predictions" not in b or a.get("labels") != b.get("labels"):
                 continue
-            only_original, only_fast, p = mcnemar_exact(b["predictions"], a["predictions"], a["labels"])
-            fast_accuracy, original_accuracy = (100 * r["metrics"]["eval_accuracy"] for r in (a, b))
+            only_second, only_first, p = mcnemar_exact(b["predictions"], a["predictions"], a["labels"])
+            first_accuracy, second_accuracy = (100 * r["metrics"]["eval_accuracy"] for r in (a, b))
             verdict = (
                 "no significant difference"
                 if p >= ALPHA
-                else ("original better" if only_original > only_fast else "fast better")
+                else (f"{second} better" if only_second > only_first else f"{first} better")
             )
             rows.append(
                 {
                     "seed": seed,
-                    "fast": fast_accuracy,
-                    "original": original_accuracy,
-                    "difference": fast_accuracy - original_accuracy,
-                    "only_fast_right": only_fast,
-                    "only_original_right": only_original,
+                    first: first_accuracy,
+                    second: second_accuracy,
+                    "difference": first_accuracy - second_accuracy,
+                    f"only_{first}_right": only_first,
+                    f"only_{second}_right": only_second,
                     "p_value": p,
                     "verdict": verdict,
                 }
@@ -173,6 +180,11 @@ def recipes_paired(groups):
             mean, std, half = mean_std_ci([row["difference"] for row in rows])
             paired[method] = {"rows": rows, "difference": {"mean": mean, "std": std, "ci95": half, "runs": len(rows)}}
     return paired
+
+
+def all_paired(groups):
+    """{setting: paired_by_seed(groups, setting)} for each PAIRED setting some method ran under both values."""
+    return {key: paired for key in PAIRED if (paired := paired_by_seed(groups, key))}
 
 
 def is_full(label):
@@ -191,7 +203,7 @@ def format_cell(cell, template, with_ci=False, with_spread=True):
     return text
 
 
-def write_summary(table, tests, folder, recipes=None):
+def write_summary(table, tests, folder, paired=None):
     methods = list(table)
     runs = {m: max(cell["runs"] for cell in table[m].values()) for m in methods}
     lines = [
@@ -224,30 +236,34 @@ def write_summary(table, tests, folder, recipes=None):
                     f"| {method} | {row['seed']} | {row['only_full_right']} | {row['only_method_right']} | "
                     f"{row['p_value']:.3g} | {row['verdict']} |"
                 )
-    if recipes:
+    for key, entries in (paired or {}).items():
+        first, second, _ = PAIRED[key]
+        title = {"recipe": "The fast recipe against the original", "precision": "bf16 against fp32"}[key]
         lines += [
             "",
-            f"## The fast recipe against the original, paired by seed: McNemar's exact test (two-sided, α = {ALPHA})",
+            f"## {title}, paired by seed: McNemar's exact test (two-sided, α = {ALPHA})",
             "",
-            "| method | seed | fast | original | fast − original | only fast right | only original right | p "
+            f"| method | seed | {first} | {second} | {first} − {second} | only {first} right | only {second} right | p "
             "| verdict |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for method, entry in recipes.items():
+        for method, entry in entries.items():
             for row in entry["rows"]:
                 lines.append(
-                    f"| {method} | {row['seed']} | {row['fast']:.2f} % | {row['original']:.2f} % | "
-                    f"{row['difference']:+.2f} | {row['only_fast_right']} | {row['only_original_right']} | "
+                    f"| {method} | {row['seed']} | {row[first]:.2f} % | {row[second]:.2f} % | "
+                    f"{row['difference']:+.2f} | {row[f'only_{first}_right']} | {row[f'only_{second}_right']} | "
                     f"{row['p_value']:.3g} | {row['verdict']} |"
                 )
         lines.append("")
-        for method, entry in recipes.items():
+        for method, entry in entries.items():
             cell = entry["difference"]
             spread = f" (95 % CI ± {cell['ci95']:.2f})" if cell["ci95"] is not None else ""
-            lines.append(f"- {method}: fast − original = {cell['mean']:+.2f} points{spread} over {cell['runs']} seeds.")
+            lines.append(
+                f"- {method}: {first} − {second} = {cell['mean']:+.2f} points{spread} over {cell['runs']} seeds."
+            )
     with open(os.path.join(folder, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
-    contents = {"methods": table, "mcnemar_vs_full": tests} | ({"recipes_paired": recipes} if recipes else {})
+    contents = {"methods": table, "mcnemar_vs_full": tests} | {PAIRED[k][2]: v for k, v in (paired or {}).items()}
     write_json_atomic(os.path.join(folder, "summary.json"), contents)
 
 

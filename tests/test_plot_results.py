@@ -6,7 +6,7 @@ import pytest
 
 from plot_results import main
 from results import read_json, write_json_atomic
-from summary import group_by_method, mcnemar_against_full, recipes_paired, summarise, write_summary
+from summary import all_paired, group_by_method, mcnemar_against_full, paired_by_seed, summarise, write_summary
 
 
 def record(method, accuracy, seconds, run_name, seed=42, predictions=None, learning_rate=1e-3):
@@ -105,7 +105,7 @@ def test_recipes_are_compared_seed_by_seed_and_each_against_full_under_its_own_r
     against_full = mcnemar_against_full(groups)["prefix @ recipe original"]
     assert [(t["only_full_right"], t["only_method_right"]) for t in against_full] == [(0, 0)]
 
-    paired = recipes_paired(groups)
+    paired = paired_by_seed(groups, "recipe")
     assert list(paired) == ["full @ lr 0.001", "prefix @ lr 0.001"]
     seed1, seed2 = paired["prefix @ lr 0.001"]["rows"]
     # Seed 1: fast gets sentences 2-5 right where the original does not; the exact two-sided p = 2 * 2**-4.
@@ -117,10 +117,47 @@ def test_recipes_are_compared_seed_by_seed_and_each_against_full_under_its_own_r
     difference = paired["prefix @ lr 0.001"]["difference"]
     assert difference["mean"] == pytest.approx(((75 - 25) + (75 - 100)) / 2)
 
-    write_summary(summarise(groups), {}, tmp_path, paired)
+    assert all_paired(groups) == {"recipe": paired}  # every run fp32: nothing to pair on precision
+    write_summary(summarise(groups), {}, tmp_path, {"recipe": paired})
     text = (tmp_path / "summary.md").read_text()
     assert "| prefix @ lr 0.001 | 1 | 75.00 % | 25.00 % | +50.00 | 4 | 0 | 0.125 | no significant difference |" in text
     assert read_json(tmp_path / "summary.json")["recipes_paired"]["full @ lr 0.001"]["rows"][0]["seed"] == 1
+
+
+def test_bf16_runs_are_paired_with_fp32_by_seed_and_tested_against_full_in_their_own_precision(tmp_path):
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    wrong_three = [1 - y for y in labels[:3]] + labels[3:]
+
+    def run(method, bf16, seed, accuracy, predictions):
+        r = record(method, accuracy, 10, f"{method}-{bf16}-{seed}", seed=seed, predictions=predictions)
+        r["config"]["training_arguments"]["bf16"] = bf16
+        return r
+
+    runs = [
+        run("full", False, 1, 1.0, labels),
+        run("full", True, 1, 0.625, wrong_three),
+        run("prefix", False, 1, 0.625, wrong_three),
+        run("prefix", True, 1, 0.625, wrong_three),
+    ]
+    groups = group_by_method(runs)
+    assert list(groups) == ["full @ precision fp32", "full @ precision bf16", "prefix @ precision fp32",
+                            "prefix @ precision bf16"]  # fmt: skip
+    # Each prefix run against full fine-tuning in its own precision: bf16 agrees with bf16 on all 8.
+    against_full = mcnemar_against_full(groups)
+    assert [(t["only_full_right"], t["only_method_right"]) for t in against_full["prefix @ precision bf16"]] == [(0, 0)]
+    assert [(t["only_full_right"], t["only_method_right"]) for t in against_full["prefix @ precision fp32"]] == [(3, 0)]
+
+    paired = all_paired(groups)
+    assert list(paired) == ["precision"]  # every run under the fast recipe: nothing to pair on recipes
+    (full_row,) = paired["precision"]["full @ lr 0.001"]["rows"]
+    # fp32 alone gets sentences 1-3 right: 3 - 0 discordant, p = 2 * 2**-3
+    assert (full_row["only_bf16_right"], full_row["only_fp32_right"], full_row["p_value"]) == (0, 3, 0.25)
+    assert full_row["difference"] == pytest.approx(62.5 - 100)
+    write_summary(summarise(groups), against_full, tmp_path, paired)
+    text = (tmp_path / "summary.md").read_text()
+    assert "## bf16 against fp32, paired by seed" in text
+    assert "| full @ lr 0.001 | 1 | 62.50 % | 100.00 % | -37.50 | 0 | 3 | 0.25 | no significant difference |" in text
+    assert read_json(tmp_path / "summary.json")["precision_paired"]["prefix @ lr 0.001"]["rows"][0]["p_value"] == 1
 
 
 def test_recipes_pair_even_when_runs_record_no_learning_rate():
@@ -129,7 +166,7 @@ def test_recipes_pair_even_when_runs_record_no_learning_rate():
     for run, recipe in zip(runs, ("fast", "original")):
         run["config"]["recipe"] = recipe
         del run["config"]["training_arguments"]["learning_rate"]
-    assert [row["seed"] for row in recipes_paired(group_by_method(runs))["full @ lr None"]["rows"]] == [1]
+    assert [row["seed"] for row in paired_by_seed(group_by_method(runs), "recipe")["full @ lr None"]["rows"]] == [1]
 
 
 def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):

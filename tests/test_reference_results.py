@@ -6,6 +6,7 @@ the machine that made it; every run records the command that made it.
 
 import filecmp
 import json
+import math
 import os
 import re
 import shutil
@@ -194,3 +195,33 @@ def test_the_readme_s_ten_epoch_table_is_the_committed_runs():
         assert best == f"{100 * top['eval_accuracy']:.2f} % ({top['epoch']:g})", key
         assert last == f"{100 * history[-1]['eval_accuracy']:.2f} %", key
         assert loss == f"{by_key[key]['metrics']['train_loss']:.3f}", key
+
+
+def test_the_readme_s_bf16_table_is_the_committed_runs():
+    """Each row, copied by hand: both runs' accuracy from their own JSONs, and McNemar's counts and p."""
+    rows = readme_table("| method | seed | bf16 | fp32 | bf16 − fp32 |")
+    runs, skipped = load_results(os.path.join(REFERENCE, "bf16-minilm-4000"))
+    assert not skipped and len(runs) == 12 and len(rows) == 6
+    by_key = {
+        (
+            run["method"],
+            run["config"]["training_arguments"]["seed"],
+            bool(run["config"]["training_arguments"]["bf16"]),
+        ): run
+        for run in runs
+    }
+    assert len(by_key) == 12
+    for label, seed, bf16, fp32, difference, only_bf16, only_fp32, p in rows:
+        method, rate = label.split(", ")
+        low, high = by_key[method, int(seed), True], by_key[method, int(seed), False]
+        assert float(rate) == low["config"]["training_arguments"]["learning_rate"]
+        accuracy = [100 * run["metrics"]["eval_accuracy"] for run in (low, high)]
+        assert [bf16, fp32] == [f"{a:.2f} %" for a in accuracy]
+        assert difference.replace("−", "-") == f"{accuracy[0] - accuracy[1]:+.2f}"
+        pairs = list(zip(low["predictions"], high["predictions"], low["labels"]))
+        b = sum(x == y != z for x, z, y in pairs)  # bf16 right, fp32 wrong
+        c = sum(z == y != x for x, z, y in pairs)
+        assert (int(only_bf16), int(only_fp32)) == (b, c)
+        n = b + c
+        exact = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n) if n else 1.0
+        assert p == f"{exact:.2g}"
