@@ -60,6 +60,22 @@ TUNED_LEARNING_RATES = {
 # Chosen for one epoch: over ten epochs of the same sentences, prefix tuning at 5e-4 fell to the majority class
 # at epoch 4 (results/reference/ten-epochs-minilm-4000/). For a longer schedule, sweep again.
 
+
+def tuned_rate_note(experiment, training) -> Optional[str]:
+    """What to tell a user who runs --lr_preset tuned's one-epoch rate over a longer schedule, or None."""
+    if experiment.lr_preset != "tuned" or training.max_steps > 0 or training.num_train_epochs <= 1:
+        return None
+    if training.learning_rate != TUNED_LEARNING_RATES[experiment.method]:
+        return None  # the user's own --learning_rate
+    return (
+        f"note: --lr_preset tuned's rate for {experiment.method} ({training.learning_rate:g}) was chosen for one "
+        f"epoch, and this run trains {training.num_train_epochs:g}; a one-epoch rate can fail over more (prefix "
+        "tuning's 5e-4 fell to the majority class at epoch 4 of 10: results/reference/ten-epochs-minilm-4000/). "
+        f"sweep.py --method {experiment.method} --num_train_epochs {training.num_train_epochs:g} chooses one for "
+        "this schedule."
+    )
+
+
 # How a run is executed. Both recipes keep batch size, epochs and schedule, so they learn the same thing.
 RECIPES = {
     # The original's mechanics: fp32, every sentence padded to max_seq_length, eager, torch's AdamW.

@@ -27,7 +27,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, set_seed
 
-from config import ConfigError, parse_args
+from config import ConfigError, parse_args, tuned_rate_note
 from data_loader import (
     SUBSET_SEED,
     DataError,
@@ -245,6 +245,8 @@ def _check_writable(results_dir):
 def run(experiment, training, recipe, command=()) -> dict:
     """Trains and evaluates one configuration, writes results/<run_name>.json and returns its content."""
     started = time.perf_counter()
+    if note := tuned_rate_note(experiment, training):
+        print(note)
     path = results_path(experiment.results_dir, training.run_name)
     _check_writable(experiment.results_dir)
     checkpoint, run_state = plan_resume(experiment, training, path)

@@ -13,7 +13,15 @@ from transformers import (
     TrainingArguments,
 )
 
-from config import FAST_ON_GPU, TUNED_LEARNING_RATES, ConfigError, ExperimentArguments, parse_args, recipe_settings
+from config import (
+    FAST_ON_GPU,
+    TUNED_LEARNING_RATES,
+    ConfigError,
+    ExperimentArguments,
+    parse_args,
+    recipe_settings,
+    tuned_rate_note,
+)
 from experiment import ExperimentTrainer, main
 from methods import apply_method
 from results import read_json
@@ -97,6 +105,21 @@ def test_learning_rate_presets(method):
     assert original.learning_rate == 1e-6  # the original's rate, for every method
     assert tuned.learning_rate == TUNED_LEARNING_RATES[method]
     assert typed.learning_rate == 7e-5  # what the user types always wins
+
+
+def test_a_one_epoch_rate_over_a_longer_schedule_gets_a_note(tiny_model, tiny_data, tmp_path, capsys):
+    def note(*flags):
+        return tuned_rate_note(*parse_args(["--method", "prefix", "--use_cpu", *flags])[:2])
+
+    assert "chosen for one epoch, and this run trains 10" in note("--lr_preset", "tuned")  # the scripts' 10 epochs
+    assert note("--lr_preset", "tuned", "--num_train_epochs", "1") is None
+    assert note("--lr_preset", "tuned", "--max_steps", "5000") is None  # a step budget, not epochs: not measured
+    assert note("--lr_preset", "original") is None
+    assert note("--lr_preset", "tuned", "--learning_rate", "1e-4") is None  # the user chose the rate
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--lr_preset", "tuned", "--save_strategy", "no")
+    rate = argv.index("--learning_rate")
+    assert main(argv[:rate] + argv[rate + 2 :], method="full") == 0  # two epochs at the preset's rate
+    assert "rate for full (0.0001) was chosen for one epoch, and this run trains 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("method", ["full", "prefix"])
