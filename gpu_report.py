@@ -48,8 +48,8 @@ from results import portable, read_json, utc_stamp, write_json_atomic
 from significance import mcnemar_exact
 from utils import environment
 
-# In the order a GPU window runs them (tools/gpu_window.sh): the main targets first.
-PARTS = ("bench_full", "end_to_end_full", "original", "profile", "bench_prefix", "end_to_end_prefix")
+# In the order a GPU window runs them (tools/gpu_window.sh): what no window has measured yet first.
+PARTS = ("bench_full", "profile", "bench_prefix", "end_to_end_prefix", "end_to_end_full", "original")
 GROUPS = {"all": PARTS, "bench": ("bench_full", "bench_prefix"), "end_to_end": ("end_to_end_full", "end_to_end_prefix")}
 ROW_KEYS = {"bench": ("method", "recipe"), "end_to_end": ("script", "recipe")}  # a rerun replaces the same key
 PROTOCOL_EPOCHS = 10  # the original's: 42,100 steps of 16 sentences, and a dev evaluation after each epoch

@@ -225,3 +225,15 @@ def test_the_readme_s_bf16_table_is_the_committed_runs():
         n = b + c
         exact = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n) if n else 1.0
         assert p == f"{exact:.2g}"
+
+
+def test_the_readme_s_ten_epoch_sweep_table_is_the_committed_trials():
+    """Each rate's held-out accuracy after every epoch, and its train loss, copied by hand from its trial."""
+    rows = readme_table("| rate | held-out accuracy after each of the 10 epochs (%) |")
+    runs, skipped = load_results(os.path.join(REFERENCE, "ten-epoch-sweeps", "sweeps", "prefix"))
+    by_rate = {run["config"]["training_arguments"]["learning_rate"]: run for run in runs}
+    assert len(rows) == len(by_rate) == 4
+    for rate, epochs, loss in rows:
+        run = by_rate[float(rate)]
+        assert epochs.replace("*", "").split(", ") == [f"{100 * h['eval_accuracy']:.1f}" for h in run["history"]]
+        assert loss == f"{run['metrics']['train_loss']:.3f}"

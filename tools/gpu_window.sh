@@ -2,8 +2,8 @@
 # On the lent GPU (the device tool, carry [".carry"] from tools/pack_gpu_carry.py): the parts of
 # gpu_report.py named as arguments, in order, each under its own time limit, merged into $OUT/gpu_report.json
 # (which starts as the committed results/gpu_report.json) as each row lands, so a part cut off keeps its rows.
-#     bash tools/gpu_window.sh bench_full end_to_end_full original profile   # about 7 minutes on an H100
-#     bash tools/gpu_window.sh bench_prefix end_to_end_prefix                 # about 5
+#     bash tools/gpu_window.sh bench_full profile bench_prefix             # about 6 minutes on an H100 (guessed)
+#     bash tools/gpu_window.sh end_to_end_prefix end_to_end_full original  # about 6 (full's two: 99 + 126 s)
 #     PART_LIMIT_S=540 bash tools/gpu_window.sh whole   # once the report is done: every method, whole SST-2
 # Copy $OUT/gpu_report.json to results/gpu_report.json here and commit it.
 set -uo pipefail
@@ -12,8 +12,8 @@ PART_LIMIT_S=${PART_LIMIT_S:-300}  # the issue's budget per part: a window must 
 REPORT=$OUT/gpu_report.json  # in $OUT, so what a part finished comes back even if the window ends
 [ -f "$REPORT" ] || [ ! -f results/gpu_report.json ] || cp results/gpu_report.json "$REPORT"
 EXTRA=${EXTRA:-}  # e.g. EXTRA="--quick --use_cpu" OUT=/tmp/o to try this script on a CPU
-# timeout -k: SIGTERM reaches the whole group, and a run killed mid-compile waited for its dead compile
-# workers instead of stopping (H100, 2026-11-27), so each part is killed 10 s after its limit.
+# timeout -k: a run that SIGTERM stopped in its first, compiling steps never ended (H100, 2026-11-27; the
+# signal reaches the whole group, compile workers too), so each part is killed 10 s after its limit.
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .carry/site-packages/*.whl || exit 1
