@@ -139,15 +139,22 @@ def mcnemar_against_full(groups):
 
 def paired_by_seed(groups, key):
     """{method: {rows: [{seed, A, B, difference, only_A_right, only_B_right, p_value, verdict}], difference:
-    {mean, std, ci95, runs}}} for each method (at one rate) run under both values A and B of PAIRED[key].
+    {mean, std, ci95, runs}}} for each method (at one rate, and one value of each other PAIRED setting) run
+    under both values A and B of PAIRED[key].
 
     Both values compute the same step up to rounding (tests/test_recipes.py); pairing by seed shows whether
     they also learn the same, against the spread that seeds alone give.
     """
     first, second, _ = PAIRED[key]
+    records = sorted((r for g in groups.values() for r in g), key=lambda r: r.get("created_at", ""))
+    # A pair differs in `key` only: runs under another paired setting's other value are another comparison.
+    held = [k for k in PAIRED if k != key and len({DISTINGUISHING[k](r) for r in records}) > 1]
     runs = {}
-    for record in sorted((r for g in groups.values() for r in g), key=lambda r: r.get("created_at", "")):
-        method = f"{record['method']} @ {setting('lr', DISTINGUISHING['lr'](record))}"
+    for record in records:
+        method = ", ".join(
+            [f"{record['method']} @ {setting('lr', DISTINGUISHING['lr'](record))}"]
+            + [setting(k, DISTINGUISHING[k](record)) for k in held]
+        )
         runs.setdefault(method, {}).setdefault(DISTINGUISHING[key](record), {})[seed_of(record)] = record
     paired = {}
     for method, by_value in runs.items():

@@ -160,6 +160,35 @@ def test_bf16_runs_are_paired_with_fp32_by_seed_and_tested_against_full_in_their
     assert read_json(tmp_path / "summary.json")["precision_paired"]["prefix @ lr 0.001"]["rows"][0]["p_value"] == 1
 
 
+def test_a_pair_differs_in_its_own_setting_only(tmp_path):
+    """Runs under both recipes and both precisions: the recipes pair within a precision, and the precisions
+    within a recipe, never the newest run of one value whatever its other setting."""
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    runs = []
+    for recipe, bf16, wrong, created_at in (
+        ("original", False, 2, "1"),
+        ("fast", False, 0, "2"),
+        ("fast", True, 4, "3"),
+    ):
+        run = record(
+            "full",
+            (8 - wrong) / 8,
+            10,
+            f"{recipe}-{bf16}",
+            seed=1,
+            predictions=[1 - y for y in labels[:wrong]] + labels[wrong:],
+        )
+        run["config"]["recipe"], run["config"]["training_arguments"]["bf16"] = recipe, bf16
+        runs.append(run | {"created_at": created_at})
+    paired = all_paired(group_by_method(runs))
+    (recipes,) = paired["recipe"].values()  # fp32 fast (all 8 right) against fp32 original (6)
+    assert list(paired["recipe"]) == ["full @ lr 0.001, precision fp32"]
+    assert (recipes["rows"][0]["only_fast_right"], recipes["rows"][0]["only_original_right"]) == (2, 0)
+    (precisions,) = paired["precision"].values()  # bf16 fast (4 right) against fp32 fast (8)
+    assert list(paired["precision"]) == ["full @ lr 0.001, recipe fast"]
+    assert (precisions["rows"][0]["only_bf16_right"], precisions["rows"][0]["only_fp32_right"]) == (0, 4)
+
+
 def test_recipes_pair_even_when_runs_record_no_learning_rate():
     """The results contract does not require the rate; pairing must not need it either."""
     runs = [record("full", 1.0, 10, f"full-{recipe}", seed=1) for recipe in ("fast", "original")]

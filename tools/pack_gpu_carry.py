@@ -1,7 +1,7 @@
 """Packs what gpu_report.py needs on the lent GPU into .carry/, within the device tool's 64 MiB per call.
 
     python tools/pack_gpu_carry.py --model_dir $MINILM --data_dir ../shared/data/sst2
-    # then, on the device, with carry [".carry"]:  bash tools/gpu_window.sh bench profile
+    # then, on the device, with carry [".carry"], the two commands at the top of tools/gpu_window.sh
 
 Only the working tree travels there, and its image has no `datasets` and no network. So .carry/ (ignored by
 git) holds SST-2's train and dev files, all-MiniLM-L6-v2 with its weights in fp16 (45 MB instead of 90;
