@@ -57,8 +57,10 @@ TUNED_LEARNING_RATES = {
     "adapter": 1e-3,
     "head": 3e-1,
 }
-# Chosen for one epoch: over ten epochs of the same sentences, prefix tuning at 5e-4 fell to the majority class
-# at epoch 4 (results/reference/ten-epochs-minilm-4000/). For a longer schedule, sweep again.
+# Chosen for one epoch. Over ten epochs of the same sentences, prefix tuning at 5e-4 fell to the majority class in
+# 2 of 4 runs, once for good, and 1e-4 to 3e-4 in none of 9, which ended level with it; a ten-epoch sweep still
+# chose 5e-4 (results/reference/ten-epochs-minilm-4000/, results/reference/ten-epoch-sweeps/). For a longer
+# schedule, sweep again.
 
 
 def tuned_rate_note(experiment, training) -> Optional[str]:
@@ -70,7 +72,8 @@ def tuned_rate_note(experiment, training) -> Optional[str]:
     return (
         f"note: --lr_preset tuned's rate for {experiment.method} ({training.learning_rate:g}) was chosen for one "
         f"epoch, and this run trains {training.num_train_epochs:g}; a one-epoch rate can fail over more (prefix "
-        "tuning's 5e-4 fell to the majority class at epoch 4 of 10: results/reference/ten-epochs-minilm-4000/). "
+        "tuning's 5e-4 fell to the majority class in 2 of 4 ten-epoch runs, where 1e-4 to 3e-4 never did: "
+        "results/reference/ten-epoch-sweeps/). "
         f"sweep.py --method {experiment.method} --num_train_epochs {training.num_train_epochs:g} chooses one for "
         "this schedule."
     )

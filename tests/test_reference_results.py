@@ -227,13 +227,53 @@ def test_the_readme_s_bf16_table_is_the_committed_runs():
         assert p == f"{exact:.2g}"
 
 
-def test_the_readme_s_ten_epoch_sweep_table_is_the_committed_trials():
-    """Each rate's held-out accuracy after every epoch, and its train loss, copied by hand from its trial."""
-    rows = readme_table("| rate | held-out accuracy after each of the 10 epochs (%) |")
-    runs, skipped = load_results(os.path.join(REFERENCE, "ten-epoch-sweeps", "sweeps", "prefix"))
-    by_rate = {run["config"]["training_arguments"]["learning_rate"]: run for run in runs}
-    assert len(rows) == len(by_rate) == 4
-    for rate, epochs, loss in rows:
-        run = by_rate[float(rate)]
+def test_the_readme_s_ten_epoch_sweep_tables_are_the_committed_trials():
+    """Each trial's held-out accuracy after every epoch, and its train loss, copied by hand from its run file;
+    and the choices, as `sweep.py --table` prints them from the committed summaries."""
+    import sweep
+
+    folder = os.path.join(REFERENCE, "ten-epoch-sweeps", "sweeps")
+    rows = readme_table("| rate | seed | held-out accuracy after each of the 10 epochs (%) |")
+    runs, skipped = load_results(os.path.join(folder, "prefix"))
+    args = lambda run: run["config"]["training_arguments"]  # noqa: E731
+    by_key = {(args(run)["learning_rate"], args(run)["seed"]): run for run in runs}
+    assert all(os.path.basename(path).startswith("sweep-") for path, _ in skipped)  # the sweeps' summaries
+    assert len(rows) == len(by_key) == len(runs) == 12
+    for rate, seed, epochs, loss in rows:
+        run = by_key[float(rate), int(seed)]
         assert epochs.replace("*", "").split(", ") == [f"{100 * h['eval_accuracy']:.1f}" for h in run["history"]]
         assert loss == f"{run['metrics']['train_loss']:.3f}"
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    choices = sweep.table(folder).splitlines()
+    assert len(choices) == 4  # header, rule, the first sweep (seed 4) and its extension (seeds 4, 5, 6)
+    for row in choices:
+        assert row in readme
+
+
+def test_the_readme_s_count_of_ten_epoch_falls_is_the_committed_runs():
+    """A run fell if, after an epoch more than 5 points above the majority class of its evaluation sentences
+    (from their labels), an epoch came back to it. Counted over every ten-epoch prefix tuning run committed."""
+    runs = []
+    for folder in ("ten-epochs-minilm-4000", os.path.join("ten-epoch-sweeps", "sweeps", "prefix")):
+        found, skipped = load_results(os.path.join(REFERENCE, folder))
+        runs += [run for run in found if run["method"] == "prefix" and len(run["history"]) == 10]
+
+    def fell(run):
+        share = sum(run["labels"]) / len(run["labels"])
+        majority = max(share, 1 - share)
+        accuracy = [row["eval_accuracy"] for row in run["history"]]
+        learned = next((i for i, a in enumerate(accuracy) if a > majority + 0.05), len(accuracy))
+        return any(a <= majority + 0.005 for a in accuracy[learned:])
+
+    def at(low, high):
+        return [run for run in runs if low <= run["config"]["training_arguments"]["learning_rate"] <= high]
+
+    tuned, lower = at(5e-4, 5e-4), at(1e-4, 3e-4)
+    assert (sum(map(fell, tuned)), len(tuned)) == (2, 4)
+    assert (sum(map(fell, lower)), len(lower)) == (0, 9)
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    assert "fell to the majority class in 2 of 4 ten-epoch runs (once for good), while 1e-4 to 3e-4 never" in readme
+    assert "tuning's fell to the majority class in 2 of 4 ten-epoch runs" in readme
+    assert "So 2 of the 4 ten-epoch runs at 5e-4 fell. The 9 runs at 1e-4 to 3e-4 never did" in readme
