@@ -58,7 +58,7 @@ TUNED_LEARNING_RATES = {
     "head": 3e-1,
 }
 # Chosen for one epoch. Over ten epochs of the same sentences, prefix tuning at 5e-4 fell to the majority class in
-# 2 of 4 runs, once for good, and 1e-4 to 3e-4 in none of 9, which ended level with it; a ten-epoch sweep still
+# 2 of 4 runs, once for good, and 1e-4 to 3e-4 in none of 10, which ended level with it; a ten-epoch sweep still
 # chose 5e-4 (results/reference/ten-epochs-minilm-4000/, results/reference/ten-epoch-sweeps/). For a longer
 # schedule, sweep again.
 
