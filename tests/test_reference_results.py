@@ -256,7 +256,7 @@ def test_the_readme_s_count_of_ten_epoch_falls_is_the_committed_runs():
     (from their labels), an epoch came back to it. Counted over every ten-epoch prefix tuning run committed."""
     runs = []
     for folder in ("ten-epochs-minilm-4000", os.path.join("ten-epoch-sweeps", "sweeps", "prefix")):
-        found, skipped = load_results(os.path.join(REFERENCE, folder))
+        found, _ = load_results(os.path.join(REFERENCE, folder))  # and the sweeps' summaries
         runs += [run for run in found if run["method"] == "prefix" and len(run["history"]) == 10]
 
     def fell(run):
