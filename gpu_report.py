@@ -43,6 +43,7 @@ from transformers import AutoTokenizer, HfArgumentParser
 import bench
 from config import FAST_ON_GPU, ConfigError
 from data_loader import load_sst2, tokenize
+from experiment import SCRIPTS
 from experiment import main as run_experiment
 from results import portable, read_json, utc_stamp, write_json_atomic
 from significance import mcnemar_exact
@@ -188,7 +189,7 @@ def run_row(record, method, recipe):
     """The report's row for a train script's results file."""
     metrics, efficiency = record.get("metrics", {}), record.get("efficiency", {})
     return {
-        "script": {"full": "train_finetune.py", "prefix": "train_prefix.py"}[method],
+        "script": SCRIPTS[method],
         "recipe": recipe,
         "exit_code": 0 if record.get("status") == "completed" else None,
         "wall_s": None,  # set by end_to_end: loading, tokenizing, compiling, training and evaluating
