@@ -57,23 +57,31 @@ TUNED_LEARNING_RATES = {
     "adapter": 1e-3,
     "head": 3e-1,
 }
-# Chosen for one epoch. Over ten epochs of the same sentences, prefix tuning at 5e-4 fell to the majority class in
-# 2 of 4 runs, once for good, and 1e-4 to 3e-4 in none of 10, which ended level with it; a ten-epoch sweep still
-# chose 5e-4 (results/reference/ten-epochs-minilm-4000/, results/reference/ten-epoch-sweeps/). For a longer
-# schedule, sweep again.
+# A run of more than one epoch takes its method's rate from a ten-epoch sweep of the same sentences where there is
+# one (results/reference/ten-epoch-sweeps/sweeps/<method>/). Prefix tuning's one-epoch 5e-4 fell to the majority
+# class in 2 of 4 ten-epoch runs, as early as epoch 2 and once for good; sweep.py leaves out a rate that fell.
+TUNED_TEN_EPOCH_LEARNING_RATES = {"prefix": 2e-4}
+
+
+def tuned_learning_rate(method: str, num_train_epochs: float, max_steps: int) -> float:
+    """--lr_preset tuned's rate for this schedule. A step budget counts as one epoch: no sweep measured steps."""
+    if max_steps <= 0 and num_train_epochs > 1:
+        return TUNED_TEN_EPOCH_LEARNING_RATES.get(method, TUNED_LEARNING_RATES[method])
+    return TUNED_LEARNING_RATES[method]
 
 
 def tuned_rate_note(experiment, training) -> Optional[str]:
     """What to tell a user who runs --lr_preset tuned's one-epoch rate over a longer schedule, or None."""
     if experiment.lr_preset != "tuned" or training.max_steps > 0 or training.num_train_epochs <= 1:
         return None
-    if training.learning_rate != TUNED_LEARNING_RATES[experiment.method]:
-        return None  # the user's own --learning_rate
+    one_epoch = TUNED_LEARNING_RATES[experiment.method]
+    if experiment.method in TUNED_TEN_EPOCH_LEARNING_RATES or training.learning_rate != one_epoch:
+        return None  # a rate chosen for a long schedule, or the user's own --learning_rate
     return (
         f"note: --lr_preset tuned's rate for {experiment.method} ({training.learning_rate:g}) was chosen for one "
         f"epoch, and this run trains {training.num_train_epochs:g}; a one-epoch rate can fail over more (prefix "
-        "tuning's 5e-4 fell to the majority class in 2 of 4 ten-epoch runs, where 1e-4 to 3e-4 never did: "
-        "results/reference/ten-epoch-sweeps/). "
+        "tuning's 5e-4 fell to the majority class in 2 of 4 ten-epoch runs, so its preset takes a ten-epoch "
+        "sweep's 2e-4: results/reference/ten-epoch-sweeps/). "
         f"sweep.py --method {experiment.method} --num_train_epochs {training.num_train_epochs:g} chooses one for "
         "this schedule."
     )
@@ -216,8 +224,9 @@ class ExperimentArguments:
         default="original",
         metadata={
             "help": "Learning rate when --learning_rate is not given. 'original': 1e-6 for every method, as in "
-            "the original. 'tuned': each method's rate from a one-epoch sweep (config.TUNED_LEARNING_RATES); "
-            "for ten epochs, sweep again with sweep.py.",
+            "the original. 'tuned': each method's rate from a one-epoch sweep (config.TUNED_LEARNING_RATES), or "
+            "for a run of more than one epoch from a ten-epoch sweep where there is one "
+            "(config.TUNED_TEN_EPOCH_LEARNING_RATES: prefix); otherwise sweep again with sweep.py.",
             "choices": ["original", "tuned"],
         },
     )
@@ -305,7 +314,9 @@ def typed_settings(argv: list[str]) -> dict:
 
 def layered_settings(method: str, lr_preset: str, recipe: dict, typed: dict) -> dict:
     """The module docstring's precedence: each layer overrides the one before; the library fills what none set."""
-    preset = {"learning_rate": TUNED_LEARNING_RATES[method]} if lr_preset == "tuned" else {}
+    schedule = {"max_steps": -1, **DEFAULT_SETTINGS, **recipe, **typed}
+    rate = tuned_learning_rate(method, schedule["num_train_epochs"], schedule["max_steps"])
+    preset = {"learning_rate": rate} if lr_preset == "tuned" else {}
     return {**DEFAULT_SETTINGS, **preset, **recipe, **typed, "method": method}
 
 

@@ -6,9 +6,12 @@
 Each rate runs once per --seeds seed through the shared pipeline, training on the training sentences minus a
 stratified 5 % slice (fixed seed) and scored on that slice. Every trial's results file goes under
 results/sweeps/<method>/, with a summary sweep-<UTC time>.json naming the chosen rate: the highest mean held-out
-accuracy over the seeds, ties broken by the lower mean held-out loss. A trial that already completed in that
-folder with the same flags, versions, device and threads is taken as it is, so a sweep can be resumed, or
-extended by seeds or rates.
+accuracy over the seeds, ties broken by the lower mean held-out loss, among the rates where no seed fell. A trial
+fell if, after an epoch more than 5 points above the held-out slice's majority class, an epoch came back to within
+half a point of it: the end of a long schedule can hide a collapse that the run recovered from, and the next seed
+may not (results/reference/ten-epoch-sweeps/). If every rate fell, the best of them is chosen all the same. A
+trial that already completed in that folder with the same flags, versions, device and threads is taken as it is,
+so a sweep can be resumed, or extended by seeds or rates.
 """
 
 import argparse
@@ -85,8 +88,19 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
             holdout_accuracy=metrics["eval_accuracy"],
             holdout_loss=metrics["eval_loss"],
             train_loss=metrics["train_loss"],
+            fell=fell(record["history"], record["labels"]),
         )
     return code, trial
+
+
+def fell(history, labels) -> bool:
+    """Whether held-out accuracy came back to the majority class after the run had learned something. The 5 and
+    0.5 points are what separate the two on 200 held-out sentences: 10 sentences and one."""
+    share = sum(labels) / len(labels)
+    majority = max(share, 1 - share)
+    accuracy = [row["eval_accuracy"] for row in history if "eval_accuracy" in row]
+    learned = next((i for i, value in enumerate(accuracy) if value > majority + 0.05), len(accuracy))
+    return any(value <= majority + 0.005 for value in accuracy[learned:])
 
 
 def completed_before(folder, argv):
@@ -130,7 +144,7 @@ def rate_text(rate):
 def table(folder):
     """Markdown rows, one per sweep in folder/<method>/, oldest first (the newest sets the tuned rate): the chosen
     rate, and each rate's mean held-out accuracy (%) with every seed's in brackets where there are several; a rate
-    that failed is marked."""
+    that failed, or where a seed fell, is marked."""
     lines = ["| method | chosen | held-out accuracy (%) at each rate |", "|---|---|---|"]
     for method, path in ((m, p) for m in METHODS for p in sorted(glob.glob(os.path.join(folder, m, "sweep-*.json")))):
         sweep = read_record(path)
@@ -143,7 +157,9 @@ def table(folder):
             scores = [100 * t["holdout_accuracy"] for t in trials]
             text = f"{rate_text(rate)}: {statistics.fmean(scores):.1f}"
             text = f"**{text}**" if rate == sweep["chosen_learning_rate"] else text
-            cells.append(text + (" (" + "/".join(f"{x:.1f}" for x in scores) + ")" if len(scores) > 1 else ""))
+            text += " (" + "/".join(f"{x:.1f}" for x in scores) + ")" if len(scores) > 1 else ""
+            falls = sum(t.get("fell", False) for t in trials)  # sweeps before 2026-11-27 did not record it
+            cells.append(text + (f" fell in {falls} of {len(trials)}" if falls else ""))
         seeds = ", ".join(str(seed) for seed in sweep["seeds"])
         lines.append(
             f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}) | {rate_text(sweep['chosen_learning_rate'])} "
@@ -186,13 +202,14 @@ def main(argv=None) -> int:
                     "mean_holdout_accuracy": statistics.fmean(t["holdout_accuracy"] for t in scores),
                     "min_holdout_accuracy": min(t["holdout_accuracy"] for t in scores),
                     "mean_holdout_loss": statistics.fmean(t["holdout_loss"] for t in scores),
+                    "seeds_that_fell": sum(t["fell"] for t in scores),
                 }
             )
 
     if not rates:
         print(f"error: every rate of the sweep failed; see {folder}.", file=sys.stderr)
         return 1
-    best = max(rates, key=lambda r: (r["mean_holdout_accuracy"], -r["mean_holdout_loss"]))
+    best = max(rates, key=lambda r: (not r["seeds_that_fell"], r["mean_holdout_accuracy"], -r["mean_holdout_loss"]))
     summary = {
         "schema_version": 1,
         "kind": "sweep",
@@ -212,6 +229,11 @@ def main(argv=None) -> int:
         f"chosen for {args.method}: {best['learning_rate']:g} "
         f"(mean held-out accuracy {best['mean_holdout_accuracy']:.2%} over {len(seeds)} seed(s)) -> {path}"
     )
+    fallen = ", ".join(f"{r['learning_rate']:g}" for r in rates if r["seeds_that_fell"])
+    if best["seeds_that_fell"]:
+        print(f"warning: at every rate a seed fell back to the majority class ({fallen}); try lower rates.")
+    elif fallen:
+        print(f"left out because a seed fell back to the majority class: {fallen}")
     return 0
 
 

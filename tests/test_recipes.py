@@ -16,6 +16,7 @@ from transformers import (
 from config import (
     FAST_ON_GPU,
     TUNED_LEARNING_RATES,
+    TUNED_TEN_EPOCH_LEARNING_RATES,
     ConfigError,
     ExperimentArguments,
     parse_args,
@@ -99,23 +100,28 @@ def test_the_user_s_flags_win_over_the_recipe():
 
 @pytest.mark.parametrize("method", sorted(TUNED_LEARNING_RATES))
 def test_learning_rate_presets(method):
-    _, original, _ = parse_args(["--method", method, "--use_cpu"])
-    _, tuned, _ = parse_args(["--method", method, "--use_cpu", "--lr_preset", "tuned"])
-    _, typed, _ = parse_args(["--method", method, "--use_cpu", "--lr_preset", "tuned", "--learning_rate", "7e-5"])
-    assert original.learning_rate == 1e-6  # the original's rate, for every method
-    assert tuned.learning_rate == TUNED_LEARNING_RATES[method]
-    assert typed.learning_rate == 7e-5  # what the user types always wins
+    def rate(*flags):
+        return parse_args(["--method", method, "--use_cpu", *flags])[1].learning_rate
+
+    assert rate() == 1e-6  # the original's rate, for every method
+    assert rate("--lr_preset", "tuned", "--num_train_epochs", "1") == TUNED_LEARNING_RATES[method]
+    assert rate("--lr_preset", "tuned", "--max_steps", "5000") == TUNED_LEARNING_RATES[method]  # no sweep of steps
+    longer = TUNED_TEN_EPOCH_LEARNING_RATES.get(method, TUNED_LEARNING_RATES[method])
+    assert rate("--lr_preset", "tuned") == longer  # the scripts' ten epochs
+    assert rate("--lr_preset", "tuned", "--num_train_epochs", "2") == longer
+    assert rate("--lr_preset", "tuned", "--learning_rate", "7e-5") == 7e-5  # what the user types always wins
 
 
 def test_a_one_epoch_rate_over_a_longer_schedule_gets_a_note(tiny_model, tiny_data, tmp_path, capsys):
-    def note(*flags):
-        return tuned_rate_note(*parse_args(["--method", "prefix", "--use_cpu", *flags])[:2])
+    def note(method, *flags):
+        return tuned_rate_note(*parse_args(["--method", method, "--use_cpu", *flags])[:2])
 
-    assert "chosen for one epoch, and this run trains 10" in note("--lr_preset", "tuned")  # the scripts' 10 epochs
-    assert note("--lr_preset", "tuned", "--num_train_epochs", "1") is None
-    assert note("--lr_preset", "tuned", "--max_steps", "5000") is None  # a step budget, not epochs: not measured
-    assert note("--lr_preset", "original") is None
-    assert note("--lr_preset", "tuned", "--learning_rate", "1e-4") is None  # the user chose the rate
+    assert "chosen for one epoch, and this run trains 10" in note("lora", "--lr_preset", "tuned")  # the scripts' 10
+    assert note("prefix", "--lr_preset", "tuned") is None  # its rate was chosen for ten epochs
+    assert note("lora", "--lr_preset", "tuned", "--num_train_epochs", "1") is None
+    assert note("lora", "--lr_preset", "tuned", "--max_steps", "5000") is None  # a step budget: not measured
+    assert note("lora", "--lr_preset", "original") is None
+    assert note("lora", "--lr_preset", "tuned", "--learning_rate", "1e-4") is None  # the user chose the rate
     argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--lr_preset", "tuned", "--save_strategy", "no")
     rate = argv.index("--learning_rate")
     assert main(argv[:rate] + argv[rate + 2 :], method="full") == 0  # two epochs at the preset's rate

@@ -72,6 +72,52 @@ def test_an_extended_sweep_takes_the_trials_that_completed_and_runs_only_the_new
     assert len(list(folder.glob("full-lr0.001-*.json"))) == 2
 
 
+@pytest.mark.parametrize(
+    "accuracy, fell",
+    [
+        ([0.7, 0.6, 0.8], True),  # learned (0.7 > 0.6 + 0.05), then back to the majority class, then recovered
+        ([0.7, 0.8, 0.55], True),  # below the majority class counts too
+        ([0.6, 0.7, 0.9], False),  # at the majority class before it learned anything
+        ([0.7, 0.61], False),  # 0.61 is more than half a point above 0.6
+        ([0.64, 0.6], False),  # 0.64 never cleared 0.65: nothing learned to fall from
+        ([0.9], False),  # one epoch cannot fall
+    ],
+)
+def test_a_trial_fell_when_it_came_back_to_the_majority_class_after_learning(accuracy, fell):
+    labels = [1] * 6 + [0] * 4  # majority class: 60 %
+    history = [{"epoch": i + 1, "eval_accuracy": a} for i, a in enumerate(accuracy)]
+    history.insert(1, {"epoch": 1.5, "train_loss": 0.5})  # a row without evaluation is skipped
+    assert sweep.fell(history, labels) is fell
+
+
+def test_a_rate_where_a_seed_fell_is_not_chosen(monkeypatch, tmp_path, capsys):
+    """The best mean that never fell wins; a rate that fell wins only if every rate fell."""
+    outcomes = {}
+
+    def fake_trial(args, folder, run_name, rate, seed, train_flags):
+        accuracy, loss, fell = outcomes[rate, seed]
+        trial = {"learning_rate": rate, "seed": seed, "run_name": run_name, "status": "completed"}
+        return 0, {**trial, "holdout_accuracy": accuracy, "holdout_loss": loss, "train_loss": loss, "fell": fell}
+
+    monkeypatch.setattr(sweep, "run_trial", fake_trial)
+    flags = ["--method", "prefix", "--grid", "1e-4,5e-4", "--seeds", "1,2", "--results_dir", str(tmp_path)]
+
+    def chosen():
+        assert sweep.main(flags) == 0
+        return read_json(sorted((tmp_path / "sweeps" / "prefix").glob("sweep-*.json"))[-1])
+
+    outcomes.update({(1e-4, 1): (0.80, 0.4, False), (1e-4, 2): (0.82, 0.4, False)})
+    outcomes.update({(5e-4, 1): (0.90, 0.3, False), (5e-4, 2): (0.88, 0.3, True)})  # mean 0.89, but seed 2 fell
+    summary = chosen()
+    assert summary["chosen_learning_rate"] == 1e-4
+    assert [r["seeds_that_fell"] for r in summary["rates"]] == [0, 1]
+    assert "left out because a seed fell back to the majority class: 0.0005" in capsys.readouterr().out
+
+    outcomes[1e-4, 1] = (0.80, 0.4, True)  # both fell: the better mean, as without the rule
+    assert chosen()["chosen_learning_rate"] == 5e-4
+    assert "at every rate a seed fell back to the majority class (0.0001, 0.0005)" in capsys.readouterr().out
+
+
 def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, capsys):
     from results import write_json_atomic
 
@@ -83,16 +129,19 @@ def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, caps
         "grid": [5e-4, 3e-2, 3.0],
         "seeds": [1, 2],
         "trials": [trial(5e-4, 1, 0.5), trial(5e-4, 2, 0.6), trial(3e-2, 1, 0.8), trial(3e-2, 2, 0.9)]
-        + [trial(3.0, 1, None, "failed"), trial(3.0, 2, 0.5)],
+        + [trial(3.0, 1, None, "failed"), trial(3.0, 2, 0.5)]
+        + [{**trial(1e-2, 1, 0.95), "fell": True}, trial(1e-2, 2, 0.85)],
         "chosen_learning_rate": 3e-2,
     }
+    new["grid"].append(1e-2)
     write_json_atomic(tmp_path / "lora" / "sweep-20260101T000000Z.json", old)
     write_json_atomic(tmp_path / "lora" / "sweep-20260102T000000Z.json", new)
     assert sweep.main(["--table", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[2:] == [  # oldest first
         "| lora (seed 1) | 1e-3 | **1e-3: 90.0** |",
-        "| lora (seeds 1, 2) | 3e-2 | 5e-4: 55.0 (50.0/60.0), **3e-2: 85.0** (80.0/90.0), 3: failed |",
+        "| lora (seeds 1, 2) | 3e-2 | 5e-4: 55.0 (50.0/60.0), **3e-2: 85.0** (80.0/90.0), 3: failed, "
+        "1e-2: 90.0 (95.0/85.0) fell in 1 of 2 |",
     ]
 
 
