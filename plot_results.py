@@ -157,16 +157,19 @@ def accuracy_per_epoch(groups):
             variant = variant_of(method)
             style = {"marker": MARKERS[variant % len(MARKERS)], "linestyle": LINES[variant % len(LINES)]}
             axis.plot(epochs, means, **style, color=colour(method), label=f"{method} ({len(runs)})")
-            if len(runs) > 1:  # the spread over seeds, where there is one
-                stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
-                low, high = [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)]
-                axis.fill_between(epochs, low, high, color=colour(method), alpha=0.15, linewidth=0)
+            if len(runs) > 1:  # each run as well: a mean (or a band around it) hides a seed that collapsed
+                for run in runs:
+                    history = [row for row in run["history"] if row.get("eval_accuracy") is not None]
+                    x, y = [row["epoch"] for row in history], [100 * row["eval_accuracy"] for row in history]
+                    axis.plot(
+                        x, y, **style, color=colour(method), alpha=0.35, linewidth=0.8, markersize=3, label="_run"
+                    )
             last = max(last, epochs[-1])
     axis.set_xlim(0, last * 1.05 if last else 1)  # from the start of training, even for a single epoch
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("dev accuracy (%)")
-    axis.set_title("Dev accuracy per epoch (mean over runs, band: ± std)")
+    axis.set_title("Dev accuracy per epoch (mean over runs; faint: each run)")
     axis.grid(alpha=0.3)
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()

@@ -260,8 +260,32 @@ def test_the_figures_plot_the_runs_values():
     assert points == pytest.approx([(20_000, 70.0), (1_000_000, 85.0)])
 
     (epochs_axis,) = figures["accuracy_per_epoch.png"].axes
-    curves = {line.get_label(): list(line.get_ydata()) for line in epochs_axis.lines}
+    curves = {line.get_label(): list(line.get_ydata()) for line in epochs_axis.lines if line.get_label()[0] != "_"}
     assert curves == {"full (2)": pytest.approx([85.0]), "prefix (1)": pytest.approx([70.0])}
+
+
+def test_the_per_epoch_figure_draws_each_run_beside_the_mean():
+    """Two seeds, one of which falls to the majority class: their mean (66.5 % at epoch 3) is no run's curve, so
+    each run is drawn too, faint and out of the legend; a single run is drawn once."""
+    import plot_results
+
+    kept, fell, alone = (
+        record("prefix", 0.83, 1, "a", seed=1),
+        record("prefix", 0.50, 1, "b", seed=2),
+        record("full", 0.84, 1, "c"),
+    )
+    for run, accuracy in ((kept, [0.70, 0.80, 0.83]), (fell, [0.60, 0.62, 0.50]), (alone, [0.80, 0.82, 0.84])):
+        run["history"] = [{"epoch": float(i + 1), "eval_accuracy": a} for i, a in enumerate(accuracy)]
+    groups = group_by_method([kept, fell, alone])
+    (axis,) = plot_results.draw_figures(groups, summarise(groups))["accuracy_per_epoch.png"].axes
+    drawn = sorted((line.get_label(), tuple(round(y, 6) for y in line.get_ydata())) for line in axis.lines)
+    assert drawn == [
+        ("_run", (60.0, 62.0, 50.0)),
+        ("_run", (70.0, 80.0, 83.0)),
+        ("full (1)", (80.0, 82.0, 84.0)),
+        ("prefix (2)", (65.0, 71.0, 66.5)),
+    ]
+    assert sorted(text.get_text() for text in axis.get_legend().get_texts()) == ["full (1)", "prefix (2)"]
 
 
 def test_bar_labels_keep_three_significant_digits():
