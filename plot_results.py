@@ -52,8 +52,8 @@ def bar_label(value):
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:#.3g}".rstrip(".")
 
 
-def bar_panel(axis, table, key):
-    title, label, *_ = QUANTITIES[key]
+def bar_panel(axis, table, groups, key):
+    title, label, get, scale, _ = QUANTITIES[key]
     methods = list(table)
     means = [table[m][key]["mean"] for m in methods]
     # No error bar where there is no spread: a single run (None), or runs that agree, e.g. parameter counts.
@@ -65,10 +65,16 @@ def bar_panel(axis, table, key):
         colours = [colour(m) for m in methods]
         spread = [math.nan if std is None else std for std in stds] if any(s is not None for s in stds) else None
         bars = axis.bar(range(len(methods)), [m or 0 for m in means], yerr=spread, capsize=4, color=colours)
-        for bar, mean, std in zip(bars, means, stds):
+        for i, (bar, method, mean, std) in enumerate(zip(bars, methods, means, stds)):
+            values = [get(run) * scale for run in groups[method] if get(run) is not None]
+            if len(set(values)) > 1:  # each run as a dot: mean ± std cannot show a seed that collapsed
+                offsets = [0.5 * bar.get_width() * (k / (len(values) - 1) - 0.5) for k in range(len(values))]
+                axis.plot([i + o for o in offsets], values, "o", color="black", alpha=0.6, markersize=3.5, label="_run")
             text = "n/a" if mean is None else bar_label(mean)
-            top = (bar.get_x() + bar.get_width() / 2, bar.get_height() + (std or 0))  # above the error bar
-            axis.annotate(text, top, ha="center", va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8)
+            top = max([bar.get_height() + (std or 0), *values])  # above the error bar and the dots
+            axis.annotate(
+                text, (i, top), ha="center", va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=8
+            )
         if key in LOG_SCALE:
             axis.set_yscale("log")
             axis.margins(y=0.3)  # room for the labels above the bars, in decades
@@ -87,10 +93,10 @@ def bar_panel(axis, table, key):
     axis.set_ylabel(label)
 
 
-def bar_figure(table, keys, title):
+def bar_figure(table, groups, keys, title):
     fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 4.4))
     for axis, key in zip(axes, keys):
-        bar_panel(axis, table, key)
+        bar_panel(axis, table, groups, key)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -112,7 +118,7 @@ def variant_counter():
     return variant
 
 
-def pareto(table):
+def pareto(table, groups):
     """Accuracy against trainable parameters (log scale): what each method buys per parameter."""
     fig, axis = plt.subplots(figsize=(7, 4.6))
     variant_of = variant_counter()
@@ -131,11 +137,15 @@ def pareto(table):
             color=colour(method),
             label=f"{method} ({row['accuracy']['runs']})",
         )
+        runs = [(run["params"]["trainable"], 100 * run["metrics"]["eval_accuracy"]) for run in groups[method]]
+        if len({accuracy for _, accuracy in runs}) > 1:  # each run, faint, as in the other figures
+            marker = MARKERS[variant % len(MARKERS)]
+            axis.plot(*zip(*runs), marker, color=colour(method), alpha=0.35, markersize=4, label="_run")
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks collide
     axis.set_xlabel("trainable parameters (log scale)")
     axis.set_ylabel("dev accuracy (%)")
-    axis.set_title("Accuracy vs trainable parameters (mean ± std over runs)")
+    axis.set_title("Accuracy vs trainable parameters\n(mean ± std over runs; faint: each run)", fontsize=11)
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()
@@ -224,11 +234,11 @@ def draw_figures(groups, table) -> dict:
     """{file name: figure}, drawn from the summary table (and, per epoch, from the runs)."""
     return {
         "accuracy_loss_params.png": bar_figure(
-            table, ["accuracy", "train_loss", "trainable"], "Accuracy, loss and trainable parameters"
+            table, groups, ["accuracy", "train_loss", "trainable"], "Accuracy, loss and trainable parameters"
         ),
-        "memory_time.png": bar_figure(table, ["memory", "time"], "Cost: peak GPU memory and training time"),
+        "memory_time.png": bar_figure(table, groups, ["memory", "time"], "Cost: peak GPU memory and training time"),
         "accuracy_per_epoch.png": accuracy_per_epoch(groups),
-        "accuracy_vs_parameters.png": pareto(table),
+        "accuracy_vs_parameters.png": pareto(table, groups),
     }
 
 

@@ -288,6 +288,31 @@ def test_the_per_epoch_figure_draws_each_run_beside_the_mean():
     assert sorted(text.get_text() for text in axis.get_legend().get_texts()) == ["full (1)", "prefix (2)"]
 
 
+def test_the_bar_and_parameter_figures_draw_each_run_beside_the_mean():
+    """Three seeds that disagree (two falls and a success) show as three dots on their bar, with the label above
+    the highest, here above the error bar too; a single run, or runs that agree (parameter counts), get none."""
+    import plot_results
+
+    runs = [record("prefix", 0.83, 100, "a", seed=1), record("prefix", 0.51, 120, "b", seed=2)]
+    runs += [record("prefix", 0.52, 110, "c", seed=3), record("full", 0.84, 300, "d")]
+    groups = group_by_method(runs)
+    figures = plot_results.draw_figures(groups, summarise(groups))
+    accuracy, _, trainable = figures["accuracy_loss_params.png"].axes
+    (dots,) = [line for line in accuracy.lines if line.get_label() == "_run"]
+    assert sorted(dots.get_ydata()) == pytest.approx([51.0, 52.0, 83.0])
+    order = [tick.get_text() for tick in accuracy.get_xticklabels()]
+    assert {round(x) for x in dots.get_xdata()} == {order.index("prefix")}
+    label = next(text for text in accuracy.texts if text.get_text() == "62.0")  # the mean
+    assert label.xy[1] == pytest.approx(83.0)  # not at the error bar's top, 62 + 18.2
+    assert not [line for line in trainable.lines if line.get_label() == "_run"]
+    _, time = figures["memory_time.png"].axes
+    assert [sorted(line.get_ydata()) for line in time.lines if line.get_label() == "_run"] == [[100, 110, 120]]
+    (pareto_axis,) = figures["accuracy_vs_parameters.png"].axes
+    assert [sorted(line.get_ydata()) for line in pareto_axis.lines if line.get_label() == "_run"] == [
+        pytest.approx([51.0, 52.0, 83.0])
+    ]
+
+
 def test_bar_labels_keep_three_significant_digits():
     """Each bar's label: 70.99 % is 71.0, as 88.84 is 88.8; 100 has no trailing point; thousands get commas."""
     import plot_results
