@@ -189,10 +189,12 @@ def accuracy_per_epoch(groups):
 CONTROL = "head"  # the head-only control: dashed, the line every method must clear
 
 
-def accuracy_vs_train_size(curve):
-    """Dev accuracy against training sentences (log axis): mean over seeds, band: its 95 % interval."""
+def accuracy_vs_train_size(curve, records):
+    """Dev accuracy against training sentences (log axis): mean over seeds, band: its 95 % interval, and each
+    seed's run as a faint dot."""
     fig, axis = plt.subplots(figsize=(7.4, 4.8))
     sizes = list(curve["sizes"])
+    groups = {size: group_by_method([r for r in records if train_size_of(r) == size]) for size in sizes}
     methods = list(dict.fromkeys(m for entry in curve["sizes"].values() for m in entry["methods"]))
     for method in methods:
         points = [
@@ -209,6 +211,8 @@ def accuracy_vs_train_size(curve):
             halves = [h or 0.0 for h in halves]
             low, high = [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)]
             axis.fill_between(xs, low, high, color=colour(method), alpha=0.12, linewidth=0)
+        runs = [(s, 100 * run["metrics"]["eval_accuracy"]) for s in xs for run in groups[s][method]]
+        axis.plot(*zip(*runs), "o", color=colour(method), alpha=0.35, markersize=3, label="_run")
     if curve["majority_class"] is not None:
         axis.axhline(curve["majority_class"], color="black", linestyle=":", linewidth=1)
         axis.annotate(
@@ -223,7 +227,10 @@ def accuracy_vs_train_size(curve):
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.set_xlabel("training sentences (log scale)")
     axis.set_ylabel("dev accuracy (%)")
-    axis.set_title(f"Dev accuracy vs training data\n{curve['budget']}; band: 95 % CI over seeds", fontsize=10)
+    axis.set_title(
+        f"Dev accuracy vs training data\n{curve['budget']}\nband: 95 % CI over seeds; faint dots: each seed",
+        fontsize=10,
+    )
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (seeds)")
     fig.tight_layout()
@@ -231,7 +238,7 @@ def accuracy_vs_train_size(curve):
 
 
 def draw_figures(groups, table) -> dict:
-    """{file name: figure}, drawn from the summary table (and, per epoch, from the runs)."""
+    """{file name: figure}, drawn from the summary table, and each run's own mark from the runs."""
     return {
         "accuracy_loss_params.png": bar_figure(
             table, groups, ["accuracy", "train_loss", "trainable"], "Accuracy, loss and trainable parameters"
@@ -261,7 +268,7 @@ def main(argv=None) -> int:
     os.makedirs(figures, exist_ok=True)
     if any(train_size_of(r) for r in records):  # a learning curve: sizes, not methods, side by side
         curve = learning_curve(records)
-        drawn = {"accuracy_vs_train_size.png": accuracy_vs_train_size(curve)}
+        drawn = {"accuracy_vs_train_size.png": accuracy_vs_train_size(curve, records)}
         write_curve_summary(curve, args.results_dir)
         what = f"{len(curve['sizes'])} training-set sizes"
     else:

@@ -100,8 +100,9 @@ def test_the_table_and_the_figure_carry_the_runs_numbers(curve_folder):
 
     from summary import learning_curve
 
-    figure = plot_results.accuracy_vs_train_size(learning_curve(runs))
-    lines = {line.get_label().split(" (")[0]: line for line in figure.axes[0].get_lines()}
+    figure = plot_results.accuracy_vs_train_size(learning_curve(runs), runs)
+    drawn = figure.axes[0].get_lines()
+    lines = {line.get_label().split(" (")[0]: line for line in drawn if line.get_label() != "_run"}
     for method in ("full", "lora", "head"):
         expected = [statistics.fmean(100 * a for a in ACCURACIES[method, size]) for size in (100, 1000)]
         assert list(lines[method].get_xdata()) == [100, 1000]
@@ -109,6 +110,9 @@ def test_the_table_and_the_figure_carry_the_runs_numbers(curve_folder):
     assert lines["head"].get_linestyle() == "--"  # the control
     majority = [line for label, line in lines.items() if label.startswith("_")]
     assert [list(line.get_ydata()) for line in majority] == [[50.0, 50.0]]  # 4 of the 8 labels are 1
+    dots = sorted((x, y) for line in drawn if line.get_label() == "_run" for x, y in zip(*line.get_data()))
+    expected = sorted((size, 100 * a) for (_, size), values in ACCURACIES.items() for a in values)  # each seed's run
+    assert dots == pytest.approx(expected)
 
 
 def test_regenerating_a_curve_gives_identical_files(curve_folder):
