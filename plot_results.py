@@ -26,6 +26,7 @@ from results import load_results  # noqa: E402
 from summary import (  # noqa: E402
     QUANTITIES,
     all_paired,
+    at_majority_class,
     group_by_method,
     learning_curve,
     mcnemar_against_full,
@@ -275,7 +276,10 @@ def main(argv=None) -> int:
         groups = group_by_method(records)
         table = summarise(groups)
         drawn = draw_figures(groups, table)
-        write_summary(table, mcnemar_against_full(groups), args.results_dir, all_paired(groups))
+        tests, paired, stalled = mcnemar_against_full(groups), all_paired(groups), at_majority_class(groups)
+        write_summary(table, tests, args.results_dir, paired, stalled)
+        for row in stalled:  # a mean over seeds hides these: say so where the user looks
+            print(f"note: {row['run_name']} ({row['method']}, seed {row['seed']}): {row['what']}, see summary.md")
         what = f"{len(groups)} methods"
     for name, fig in drawn.items():
         fig.savefig(os.path.join(figures, name), dpi=120)

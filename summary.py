@@ -102,6 +102,48 @@ def summarise(groups):
     return table
 
 
+def fell(history, labels) -> bool:
+    """Whether evaluation accuracy came back to the majority class after the run had learned something: after an
+    epoch more than 5 points above it, one within half a point of it. On 200 sentences, 10 sentences and one."""
+    majority = majority_class([{"labels": labels}]) / 100
+    accuracy = [row["eval_accuracy"] for row in history if row.get("eval_accuracy") is not None]
+    learned = next((i for i, value in enumerate(accuracy) if value > majority + 0.05), len(accuracy))
+    return any(value <= majority + 0.005 for value in accuracy[learned:])
+
+
+def at_majority_class(groups) -> list[dict]:
+    """The runs that fell back to the majority class, or never rose more than 5 points above it: a mean over
+    seeds that includes one of them describes no run."""
+    rows = []
+    for method, runs in groups.items():
+        for run in runs:
+            majority = majority_class([run])
+            history = [row for row in run["history"] if row.get("eval_accuracy") is not None]
+            if majority is None or not history:
+                continue
+            best = max(history, key=lambda row: row["eval_accuracy"])
+            if fell(history, run["labels"]):
+                what = "fell back to the majority class"
+            elif 100 * best["eval_accuracy"] <= majority + 5:
+                what = "never left the majority class"
+            else:
+                continue
+            rows.append(
+                {
+                    "run_name": run["run_name"],
+                    "method": method,
+                    "seed": seed_of(run),
+                    "what": what,
+                    "majority_class": majority,
+                    "best_accuracy": 100 * best["eval_accuracy"],
+                    "best_epoch": best["epoch"],
+                    "last_accuracy": 100 * history[-1]["eval_accuracy"],
+                    "epochs": len(history),
+                }
+            )
+    return rows
+
+
 def seed_of(record):
     return record.get("config", {}).get("training_arguments", {}).get("seed")
 
@@ -210,7 +252,7 @@ def format_cell(cell, template, with_ci=False, with_spread=True):
     return text
 
 
-def write_summary(table, tests, folder, paired=None):
+def write_summary(table, tests, folder, paired=None, stalled=None):
     methods = list(table)
     runs = {m: max(cell["runs"] for cell in table[m].values()) for m in methods}
     lines = [
@@ -268,9 +310,28 @@ def write_summary(table, tests, folder, paired=None):
             lines.append(
                 f"- {method}: {first} − {second} = {cell['mean']:+.2f} points{spread} over {cell['runs']} seeds."
             )
+    if stalled:
+        lines += [
+            "",
+            "## Runs at the majority class",
+            "",
+            "A run fell back if, after an epoch more than 5 points above the majority class of its evaluation "
+            "sentences, an epoch came back to within half a point of it; it never left if no epoch rose more than "
+            "5 points above it. A mean over seeds that includes such a run describes no run.",
+            "",
+            "| method | seed | run | what | majority class | best (epoch) | last (epoch) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in stalled:
+            lines.append(
+                f"| {row['method']} | {row['seed']} | {row['run_name']} | {row['what']} | "
+                f"{row['majority_class']:.2f} % | {row['best_accuracy']:.2f} % ({row['best_epoch']:g}) | "
+                f"{row['last_accuracy']:.2f} % ({row['epochs']}) |"
+            )
     with open(os.path.join(folder, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     contents = {"methods": table, "mcnemar_vs_full": tests} | {PAIRED[k][2]: v for k, v in (paired or {}).items()}
+    contents |= {"at_majority_class": stalled} if stalled else {}
     write_json_atomic(os.path.join(folder, "summary.json"), contents)
 
 

@@ -26,6 +26,7 @@ from config import ConfigError, refuse_flags
 from experiment import main as run_experiment
 from methods import METHODS
 from results import portable, read_record, utc_stamp, write_json_atomic
+from summary import fell
 from utils import environment
 
 
@@ -91,16 +92,6 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
             fell=fell(record["history"], record["labels"]),
         )
     return code, trial
-
-
-def fell(history, labels) -> bool:
-    """Whether held-out accuracy came back to the majority class after the run had learned something. The 5 and
-    0.5 points are what separate the two on 200 held-out sentences: 10 sentences and one."""
-    share = sum(labels) / len(labels)
-    majority = max(share, 1 - share)
-    accuracy = [row["eval_accuracy"] for row in history if "eval_accuracy" in row]
-    learned = next((i for i, value in enumerate(accuracy) if value > majority + 0.05), len(accuracy))
-    return any(value <= majority + 0.005 for value in accuracy[learned:])
 
 
 def completed_before(folder, argv):

@@ -313,6 +313,27 @@ def test_the_bar_and_parameter_figures_draw_each_run_beside_the_mean():
     ]
 
 
+def test_the_summary_names_the_runs_at_the_majority_class(tmp_path, capsys):
+    """Labels 4 of 8 positive: the majority class is 50 %. One run falls back after learning, one never rises
+    5 points above it, one dips to 56 % but never as low as 50.5 %, and one learns."""
+    curves = {"fell": [0.75, 0.50, 0.80], "never": [0.50, 0.54, 0.50], "dips": [0.75, 0.56, 0.9], "fine": [0.9]}
+    for seed, (name, accuracy) in enumerate(curves.items(), start=1):
+        run = record("prefix" if name != "fine" else "full", accuracy[-1], 1, name, seed=seed)
+        run["history"] = [{"epoch": float(i + 1), "eval_accuracy": a} for i, a in enumerate(accuracy)]
+        write_json_atomic(tmp_path / f"{name}.json", run)
+    assert main(["--results_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: fell (prefix, seed 1): fell back to the majority class, see summary.md" in out
+    assert "note: never (prefix, seed 2): never left the majority class, see summary.md" in out
+    assert "dips" not in out and "note: fine" not in out
+    rows = (tmp_path / "summary.md").read_text().split("## Runs at the majority class")[1].splitlines()
+    assert [row for row in rows if row.startswith("| prefix")] == [
+        "| prefix | 1 | fell | fell back to the majority class | 50.00 % | 80.00 % (3) | 80.00 % (3) |",
+        "| prefix | 2 | never | never left the majority class | 50.00 % | 54.00 % (2) | 50.00 % (3) |",
+    ]
+    assert [row["run_name"] for row in read_json(tmp_path / "summary.json")["at_majority_class"]] == ["fell", "never"]
+
+
 def test_bar_labels_keep_three_significant_digits():
     """Each bar's label: 70.99 % is 71.0, as 88.84 is 88.8; 100 has no trailing point; thousands get commas."""
     import plot_results

@@ -5,6 +5,7 @@ import os
 import pytest
 
 import compare
+import summary
 import sweep
 from results import read_json
 
@@ -87,7 +88,7 @@ def test_a_trial_fell_when_it_came_back_to_the_majority_class_after_learning(acc
     labels = [1] * 6 + [0] * 4  # majority class: 60 %
     history = [{"epoch": i + 1, "eval_accuracy": a} for i, a in enumerate(accuracy)]
     history.insert(1, {"epoch": 1.5, "train_loss": 0.5})  # a row without evaluation is skipped
-    assert sweep.fell(history, labels) is fell
+    assert summary.fell(history, labels) is fell
 
 
 def test_a_rate_where_a_seed_fell_is_not_chosen(monkeypatch, tmp_path, capsys):
