@@ -1,7 +1,7 @@
 """The summary of a folder of runs: runs grouped by method, mean ± std with a 95 % interval per quantity,
 and McNemar's exact test of each method against full fine-tuning (and, where a method ran under both
-recipes or both precisions, of the fast recipe against the original and bf16 against fp32, seed by seed).
-Written as summary.md and summary.json.
+recipes or both precisions, of the fast recipe against the original and bf16 against fp32, seed by seed), and
+the runs that fell back to the majority class or never left it. Written as summary.md and summary.json.
 
 A learning curve (runs with --train_size, from compare.py --train_sizes) is summarised the same way at each
 number of training sentences, as a table with a row per size and a column per method.
