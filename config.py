@@ -59,7 +59,7 @@ TUNED_LEARNING_RATES = {
 }
 # A run of more than one epoch takes its method's rate from a ten-epoch sweep of the same sentences where there is
 # one (results/reference/ten-epoch-sweeps/sweeps/<method>/). Prefix tuning's one-epoch 5e-4 fell to the majority
-# class in 2 of 5 ten-epoch runs, as early as epoch 2 and once for good; sweep.py leaves out a rate that fell.
+# class in 2 of 6 ten-epoch runs, as early as epoch 2 and once for good; sweep.py leaves out a rate that fell.
 TUNED_TEN_EPOCH_LEARNING_RATES = {"prefix": 2e-4}
 
 
@@ -80,7 +80,7 @@ def tuned_rate_note(experiment, training) -> Optional[str]:
     return (
         f"note: --lr_preset tuned's rate for {experiment.method} ({training.learning_rate:g}) was chosen for one "
         f"epoch, and this run trains {training.num_train_epochs:g}; a one-epoch rate can fail over more (prefix "
-        "tuning's 5e-4 fell to the majority class in 2 of 5 ten-epoch runs, so its preset takes a ten-epoch "
+        "tuning's 5e-4 fell to the majority class in 2 of 6 ten-epoch runs, so its preset takes a ten-epoch "
         "sweep's 2e-4: results/reference/ten-epoch-sweeps/). "
         f"sweep.py --method {experiment.method} --num_train_epochs {training.num_train_epochs:g} chooses one for "
         "this schedule."
