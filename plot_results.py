@@ -157,11 +157,17 @@ def accuracy_per_epoch(groups):
     fig, axis = plt.subplots(figsize=(7, 4.6))
     last, variant_of = 0, variant_counter()
     for method, runs in groups.items():
+        curves = [
+            [
+                (row["epoch"], 100 * row["eval_accuracy"])
+                for row in run["history"]
+                if row.get("eval_accuracy") is not None
+            ]
+            for run in runs
+        ]
         by_epoch = {}
-        for run in runs:
-            for row in run["history"]:
-                if row.get("eval_accuracy") is not None:
-                    by_epoch.setdefault(row["epoch"], []).append(100 * row["eval_accuracy"])
+        for epoch, accuracy in (point for curve in curves for point in curve):
+            by_epoch.setdefault(epoch, []).append(accuracy)
         epochs = sorted(by_epoch)
         if epochs:
             means = [statistics.fmean(by_epoch[e]) for e in epochs]
@@ -169,9 +175,8 @@ def accuracy_per_epoch(groups):
             style = {"marker": MARKERS[variant % len(MARKERS)], "linestyle": LINES[variant % len(LINES)]}
             axis.plot(epochs, means, **style, color=colour(method), label=f"{method} ({len(runs)})")
             if len(runs) > 1:  # each run as well: a mean (or a band around it) hides a seed that collapsed
-                for run in runs:
-                    history = [row for row in run["history"] if row.get("eval_accuracy") is not None]
-                    x, y = [row["epoch"] for row in history], [100 * row["eval_accuracy"] for row in history]
+                for curve in curves:
+                    x, y = zip(*curve) if curve else ((), ())
                     axis.plot(
                         x, y, **style, color=colour(method), alpha=0.35, linewidth=0.8, markersize=3, label="_run"
                     )

@@ -104,7 +104,8 @@ def summarise(groups):
 
 def fell(history, labels) -> bool:
     """Whether evaluation accuracy came back to the majority class after the run had learned something: after an
-    epoch more than 5 points above it, one within half a point of it. On 200 sentences, 10 sentences and one."""
+    epoch more than 5 points above it, one within half a point of it: on a sweep's 200 held-out sentences, 10
+    sentences and one."""
     majority = majority_class([{"labels": labels}]) / 100
     accuracy = [row["eval_accuracy"] for row in history if row.get("eval_accuracy") is not None]
     learned = next((i for i, value in enumerate(accuracy) if value > majority + 0.05), len(accuracy))
