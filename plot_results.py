@@ -119,6 +119,11 @@ def variant_counter():
     return variant
 
 
+def what_marks(groups, mean="mean over runs"):
+    """The title's word on what a mark is: with one run per method, no mean and no faint run to speak of."""
+    return "one run each" if all(len(runs) == 1 for runs in groups.values()) else f"{mean}; faint: each run"
+
+
 def pareto(table, groups):
     """Accuracy against trainable parameters (log scale): what each method buys per parameter."""
     fig, axis = plt.subplots(figsize=(7, 4.6))
@@ -146,7 +151,7 @@ def pareto(table, groups):
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks collide
     axis.set_xlabel("trainable parameters (log scale)")
     axis.set_ylabel("dev accuracy (%)")
-    axis.set_title("Accuracy vs trainable parameters\n(mean ± std over runs; faint: each run)", fontsize=11)
+    axis.set_title(f"Accuracy vs trainable parameters\n({what_marks(groups, 'mean ± std over runs')})", fontsize=11)
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()
@@ -185,7 +190,7 @@ def accuracy_per_epoch(groups):
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("dev accuracy (%)")
-    axis.set_title("Dev accuracy per epoch (mean over runs; faint: each run)")
+    axis.set_title(f"Dev accuracy per epoch ({what_marks(groups)})")
     axis.grid(alpha=0.3)
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()

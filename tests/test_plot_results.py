@@ -384,6 +384,20 @@ def test_figures_read_at_a_glance_for_one_run_and_one_epoch():
     assert all(not container.has_yerr for container in pareto_axis.containers)
 
 
+@pytest.mark.parametrize("seeds, marks", [((1,), "one run each"), ((1, 2), "mean over runs; faint: each run")])
+def test_the_titles_say_what_a_mark_is(seeds, marks):
+    """With one run per method there is no mean and no faint run to point at; with two seeds of one there are."""
+    import plot_results
+
+    runs = [record("full", 0.80, 100, "a")] + [record("lora", 0.7 + s / 100, 50, f"l{s}", seed=s) for s in seeds]
+    groups = group_by_method(runs)
+    figures = plot_results.draw_figures(groups, summarise(groups))
+    (epochs_axis,) = figures["accuracy_per_epoch.png"].axes
+    assert epochs_axis.get_title() == f"Dev accuracy per epoch ({marks})"
+    (pareto_axis,) = figures["accuracy_vs_parameters.png"].axes
+    assert pareto_axis.get_title().splitlines()[1] == f"({marks.replace('mean', 'mean ± std', 1)})"
+
+
 def test_regenerating_a_folder_gives_the_same_files(tmp_path):
     """Figures and summary depend on the runs' files alone: drawn twice, they are byte for byte the same."""
     for name, accuracy, seed in (("a", 0.8, 1), ("b", 0.9, 2), ("c", 0.7, 1)):
