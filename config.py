@@ -82,7 +82,7 @@ def tuned_rate_note(experiment, training) -> Optional[str]:
         f"epoch, and this run trains {training.num_train_epochs:g}; a one-epoch rate can fail over more (prefix "
         "tuning's 5e-4 fell to the majority class in 2 of 6 ten-epoch runs, so its preset takes a ten-epoch "
         "sweep's 2e-4: results/reference/ten-epoch-sweeps/; the other methods' rates did not fall in ten epochs, "
-        "one seed each: results/reference/ten-epochs-every-method-minilm-4000/). "
+        "one or two seeds each: results/reference/ten-epochs-every-method-minilm-4000/). "
         f"sweep.py --method {experiment.method} --num_train_epochs {training.num_train_epochs:g} chooses one for "
         "this schedule."
     )
