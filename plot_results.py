@@ -202,18 +202,21 @@ CONTROL = "head"  # the head-only control: dashed, the line every method must cl
 
 def accuracy_vs_train_size(curve, records):
     """Dev accuracy against training sentences (log axis): mean over seeds, band: its 95 % interval, and each
-    seed's run as a faint dot."""
+    seed's run as a faint dot. With a single size there is no band to draw, so each method gets an error bar,
+    side by side."""
     fig, axis = plt.subplots(figsize=(7.4, 4.8))
     sizes = list(curve["sizes"])
     groups = {size: group_by_method([r for r in records if train_size_of(r) == size]) for size in sizes}
     methods = list(dict.fromkeys(m for entry in curve["sizes"].values() for m in entry["methods"]))
-    for method in methods:
+    for index, method in enumerate(methods):
         points = [
             (s, curve["sizes"][s]["methods"][method]["accuracy"])
             for s in sizes
             if method in curve["sizes"][s]["methods"]
         ]
-        xs, means = [s for s, _ in points], [cell["mean"] for _, cell in points]
+        # one size: spread the methods a little along the log axis, so their bars and dots do not overlap
+        shift = 1.06 ** (index - (len(methods) - 1) / 2) if len(sizes) == 1 else 1.0
+        xs, means = [s * shift for s, _ in points], [cell["mean"] for _, cell in points]
         runs = max(cell["runs"] for _, cell in points)
         style = "--" if method.split(" @ ")[0] == CONTROL else "-"
         axis.plot(xs, means, style, marker="o", color=colour(method), label=f"{method} ({runs})")
@@ -221,8 +224,13 @@ def accuracy_vs_train_size(curve, records):
         if any(h is not None for h in halves):
             halves = [h or 0.0 for h in halves]
             low, high = [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)]
-            axis.fill_between(xs, low, high, color=colour(method), alpha=0.12, linewidth=0)
-        runs = [(s, 100 * run["metrics"]["eval_accuracy"]) for s in xs for run in groups[s][method]]
+            if len(sizes) == 1:
+                axis.errorbar(xs, means, yerr=halves, fmt="none", ecolor=colour(method), capsize=3)
+            else:
+                axis.fill_between(xs, low, high, color=colour(method), alpha=0.12, linewidth=0)
+        runs = [
+            (x, 100 * run["metrics"]["eval_accuracy"]) for (s, _), x in zip(points, xs) for run in groups[s][method]
+        ]
         axis.plot(*zip(*runs), "o", color=colour(method), alpha=0.35, markersize=3, label="_run")
     if curve["majority_class"] is not None:
         axis.axhline(curve["majority_class"], color="black", linestyle=":", linewidth=1)
@@ -239,7 +247,8 @@ def accuracy_vs_train_size(curve, records):
     axis.set_xlabel("training sentences (log scale)")
     axis.set_ylabel("dev accuracy (%)")
     axis.set_title(
-        f"Dev accuracy vs training data\n{curve['budget']}\nband: 95 % CI over seeds; faint dots: each seed",
+        f"Dev accuracy vs training data\n{curve['budget']}\n"
+        f"{'bars' if len(sizes) == 1 else 'band'}: 95 % CI over seeds; faint dots: each seed",
         fontsize=10,
     )
     axis.grid(alpha=0.3, which="both")

@@ -135,7 +135,7 @@ def rate_text(rate):
 def table(folder):
     """Markdown rows, one per sweep in folder/<method>/, oldest first (the newest sets the tuned rate): the chosen
     rate, and each rate's mean held-out accuracy (%) with every seed's in brackets where there are several; a rate
-    that failed, or where a seed fell, is marked."""
+    that failed, or where a seed fell, is marked. A sweep on a subset (--train_size) names its size."""
     lines = ["| method | chosen | held-out accuracy (%) at each rate |", "|---|---|---|"]
     for method, path in ((m, p) for m in METHODS for p in sorted(glob.glob(os.path.join(folder, m, "sweep-*.json")))):
         sweep = read_record(path)
@@ -152,9 +152,11 @@ def table(folder):
             falls = sum(t.get("fell", False) for t in trials)  # sweeps before 2026-11-27 did not record it
             cells.append(text + (f" fell in {falls} of {len(trials)}" if falls else ""))
         seeds = ", ".join(str(seed) for seed in sweep["seeds"])
+        flags = sweep.get("train_flags", [])
+        size = f"; {int(flags[flags.index('--train_size') + 1]):,} sentences" if "--train_size" in flags else ""
         lines.append(
-            f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}) | {rate_text(sweep['chosen_learning_rate'])} "
-            f"| {', '.join(cells)} |"
+            f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}{size}) "
+            f"| {rate_text(sweep['chosen_learning_rate'])} | {', '.join(cells)} |"
         )
     return "\n".join(lines)
 

@@ -4,6 +4,8 @@ import copy
 import hashlib
 import statistics
 
+import matplotlib.collections
+import matplotlib.container
 import pytest
 from datasets import Dataset
 from test_plot_results import record
@@ -124,3 +126,27 @@ def test_regenerating_a_curve_gives_identical_files(curve_folder):
     first = digest()
     assert plot_results.main(["--results_dir", str(curve_folder)]) == 0
     assert digest() == first and "accuracy_vs_train_size.png" in first
+
+
+def test_a_curve_of_one_size_draws_each_method_s_interval_as_a_bar_side_by_side(curve_folder):
+    """With one size there is no band to draw: each method's 95 % interval is an error bar, and the methods sit
+    apart along the axis, so neither their bars nor their seeds' dots hide one another."""
+    from summary import learning_curve
+
+    runs = [read_json(p) for p in curve_folder.glob("*-n100-seed*.json")]
+    figure = plot_results.accuracy_vs_train_size(learning_curve(runs), runs)
+    axis = figure.axes[0]
+    bars = [c for c in axis.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(bars) == 3
+    assert not [c for c in axis.collections if isinstance(c, matplotlib.collections.PolyCollection)]  # no band
+    for bar, method in zip(bars, ("full", "lora", "head")):
+        values = [100 * a for a in ACCURACIES[method, 100]]
+        half = t_975(2) * statistics.stdev(values) / 3**0.5
+        (segment,) = bar.lines[2][0].get_segments()
+        assert [y for _, y in segment] == pytest.approx(
+            [statistics.fmean(values) - half, statistics.fmean(values) + half], abs=0.01
+        )  # summary.py's t quantile has three decimals
+    means = [line for line in axis.get_lines() if line.get_label().split(" (")[0] in ("full", "lora", "head")]
+    xs = [line.get_xdata()[0] for line in means]
+    assert len(set(xs)) == 3 and all(90 < x < 111 for x in xs)  # apart, and still at 100 on the log axis
+    assert "bars: 95 % CI" in axis.get_title()

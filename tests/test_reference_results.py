@@ -413,3 +413,203 @@ def test_the_readme_s_claims_on_the_other_methods_ten_epochs_are_the_runs():
     assert "each significantly, at each seed (McNemar against its one-epoch run, p < 0.001)" in readme
     assert "end within 1.4 points of their one-epoch run" in readme
     assert "With seed 1, five methods are level with full fine-tuning's ten epochs" in readme
+
+
+LEARNING_CURVE = os.path.join(REFERENCE, "learning-curve-minilm")
+T_975 = {2: 4.302652729911275}  # Student's t, two-sided 95 %, by degrees of freedom (any printed table)
+
+
+def mean_and_half_width(values):
+    """(mean, 95 % CI half-width) of a few seeds' accuracies, computed here, not by summary.py."""
+    return statistics.fmean(values), T_975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def accuracy_by_method_size_seed(folder):
+    runs, skipped = load_results(folder)
+    assert not skipped
+    return {
+        (run["method"], run["config"]["train_size"], seed_of(run)): 100
+        * run["metrics"]["eval_correct"]
+        / run["metrics"]["eval_total"]
+        for run in runs
+    }
+
+
+def test_the_readme_s_learning_curve_table_is_the_committed_runs():
+    """Each cell, copied by hand: the mean dev accuracy over seeds 1-3, its 95 % half-width and the run count."""
+    rows = readme_table("| training sentences | full | prefix | lora | adapter | head |")
+    accuracy = accuracy_by_method_size_seed(LEARNING_CURVE)
+    assert len(accuracy) == 60
+    methods = ["full", "prefix", "lora", "adapter", "head"]
+    assert [row[0] for row in rows] == ["100", "300", "1,000", "4,000"]
+    for size_cell, *cells in rows:
+        size = int(size_cell.replace(",", ""))
+        for method, cell in zip(methods, cells):
+            mean, half = mean_and_half_width([accuracy[(method, size, seed)] for seed in (1, 2, 3)])
+            assert cell == f"{mean:.2f} ± {half:.2f} (3)", (size, method)
+
+
+def verdicts_against_full(folder, method, sizes, seeds=(1, 2, 3)):
+    """{(size, seed): 'worse' | 'better' | 'level'} for method against full fine-tuning at that size and seed,
+    by an exact McNemar test on the runs' dev predictions at α = 0.05."""
+    runs, _ = load_results(folder)
+    by_key = {(run["method"], run["config"]["train_size"], seed_of(run)): run for run in runs}
+    verdicts = {}
+    for size in sizes:
+        for seed in seeds:
+            full, other = by_key[("full", size, seed)], by_key[(method, size, seed)]
+            assert full["labels"] == other["labels"]
+            only_full, only_other, p = exact_mcnemar(full["predictions"], other["predictions"], full["labels"])
+            verdicts[size, seed] = "level" if p >= 0.05 else ("worse" if only_full > only_other else "better")
+    return verdicts
+
+
+def test_the_readme_s_claims_on_the_learning_curve_are_the_runs():
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    sizes = (100, 300, 1000, 4000)
+    adapter = verdicts_against_full(LEARNING_CURVE, "adapter", sizes)
+    assert set(adapter.values()) == {"level"}
+    assert "no significant difference for the adapters on any of the 12 paired runs" in readme
+    lora = verdicts_against_full(LEARNING_CURVE, "lora", sizes)
+    assert sorted(k for k, v in lora.items() if v == "worse") == [(100, 1), (4000, 1)]
+    assert sorted(k for k, v in lora.items() if v == "better") == [(100, 2), (1000, 3)]
+    assert (
+        "LoRA is worse on 2 of 12 (100 sentences, seed 1; 4,000, seed 1) "
+        "and better on 2 (100, seed 2; 1,000, seed 3)" in readme
+    )
+    prefix = verdicts_against_full(LEARNING_CURVE, "prefix", sizes)
+    assert sum(v == "worse" for v in prefix.values()) == 11
+    assert "worse than full fine-tuning on 11 of 12 pairs" in readme
+
+
+SMALL_DATA_RATES = os.path.join(REFERENCE, "small-data-rates-minilm")
+CURVE_METHODS = ("full", "prefix", "lora", "adapter", "head")
+
+
+def rate_cell(rate):
+    return f"{rate:.0e}".replace("e-0", "e-")
+
+
+def sweep_choices(folder):
+    """{(method, size): rate} from each method's newest sweep at each size, recomputed from its trials' own run
+    files: the highest mean held-out accuracy over the seeds, ties to the lower mean held-out loss."""
+    choices = {}
+    for method in sorted(os.listdir(folder)):
+        scores = {}
+        for file in sorted(f for f in os.listdir(os.path.join(folder, method)) if not f.startswith("sweep-")):
+            if not file.endswith(".json"):
+                continue
+            with open(os.path.join(folder, method, file)) as handle:
+                run = json.load(handle)
+            key = (run["config"]["train_size"], run["config"]["training_arguments"]["learning_rate"])
+            scores.setdefault(key, []).append((run["metrics"]["eval_accuracy"], -run["metrics"]["eval_loss"]))
+        for size in {size for size, _ in scores}:
+            mean = {rate: tuple(map(statistics.fmean, zip(*runs))) for (n, rate), runs in scores.items() if n == size}
+            choices[method, size] = max(mean, key=mean.get)
+    return choices
+
+
+def test_the_small_data_runs_use_the_rates_their_sweeps_choose():
+    choices = sweep_choices(os.path.join(SMALL_DATA_RATES, "sweeps"))
+    runs, skipped = load_results(SMALL_DATA_RATES)
+    assert not skipped and runs
+    for run in runs:
+        key = (run["method"], run["config"]["train_size"])
+        assert run["config"]["training_arguments"]["learning_rate"] == choices[key], run["run_name"]
+
+
+def test_the_readme_s_small_data_rate_tables_are_the_committed_runs():
+    """The sweep table is what sweep.py --table prints; each dev row, copied by hand, is recomputed from the runs:
+    the rates, the means and 95 % half-widths, each seed's change with its McNemar mark, and the verdicts."""
+    import sweep
+
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    for row in sweep.table(os.path.join(SMALL_DATA_RATES, "sweeps")).splitlines():
+        assert row in readme
+    curve, _ = load_results(LEARNING_CURVE)
+    tuned, _ = load_results(SMALL_DATA_RATES)
+    old = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in curve}
+    new = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in tuned}
+    rows = readme_table("| sentences | method | rate: 4,000 → 100 sentences |")
+    assert sorted((int(r[0].replace(",", "")), r[1]) for r in rows) == sorted({(n, m) for m, n, _ in new})
+
+    def accuracy(run):
+        return 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"]
+
+    def interval(runs):
+        mean, half = mean_and_half_width([accuracy(run) for run in runs])
+        return f"{mean:.2f} ± {half:.2f}"
+
+    for size_cell, method, rates, before, after, changes, verdict in rows:
+        size = int(size_cell.replace(",", ""))
+        a, b = ([runs[method, size, seed] for seed in (1, 2, 3)] for runs in (old, new))
+        lr = [run["config"]["training_arguments"]["learning_rate"] for run in (a[0], b[0])]
+        assert rates == f"{rate_cell(lr[0])} → {rate_cell(lr[1])}", method
+        assert (before, after) == (interval(a), interval(b)), method
+        marks = []
+        for x, y in zip(a, b):
+            *_, p = exact_mcnemar(x["predictions"], y["predictions"], x["labels"])
+            marks.append(f"{accuracy(y) - accuracy(x):+.2f}".replace("-", "−") + "*" * (p < 0.05))
+        assert changes == " / ".join(marks), method
+        if method == "full":
+            assert verdict == "—"
+            continue
+        said = dict(re.findall(r"(level|full better|better) at (\d)", verdict))
+        found = verdicts_of_new(new, method, size)
+        assert {k: str(v) for k, v in found.items()} == said, method
+
+
+def verdicts_of_new(runs, method, size):
+    """{verdict: seeds} for method against full fine-tuning, both at their small-data rates."""
+    counts = {}
+    for seed in (1, 2, 3):
+        full, other = runs["full", size, seed], runs[method, size, seed]
+        only_full, only_other, p = exact_mcnemar(full["predictions"], other["predictions"], full["labels"])
+        verdict = "level" if p >= 0.05 else ("full better" if only_full > only_other else "better")
+        counts[verdict] = counts.get(verdict, 0) + 1
+    return counts
+
+
+def test_the_readme_s_claims_on_small_data_rates_are_the_runs():
+    """Every 100-sentence rate is 2.5 to 4 times below the 4,000-sentence one; the step below it stays at the
+    held-out majority class for LoRA, the adapters and prefix tuning; and no method beats full fine-tuning."""
+    from config import TUNED_LEARNING_RATES
+
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    choices = sweep_choices(os.path.join(SMALL_DATA_RATES, "sweeps"))
+    ratios = [TUNED_LEARNING_RATES[method] / choices[method, 100] for method in CURVE_METHODS]
+    assert f"a rate {min(ratios):.2g} to {max(ratios):.2g} times lower at 100 sentences" in readme
+    for method in ("lora", "adapter", "prefix"):
+        folder = os.path.join(SMALL_DATA_RATES, "sweeps", method)
+        lowest = []
+        for file in sorted(f for f in os.listdir(folder) if f.endswith(".json") and not f.startswith("sweep-")):
+            with open(os.path.join(folder, file)) as handle:
+                lowest.append(json.load(handle))
+        rate = min(run["config"]["training_arguments"]["learning_rate"] for run in lowest)
+        for run in (r for r in lowest if r["config"]["training_arguments"]["learning_rate"] == rate):
+            labels = run["labels"]
+            majority = max(sum(labels), len(labels) - sum(labels)) / len(labels)
+            assert abs(run["metrics"]["eval_accuracy"] - majority) <= 0.005, run["run_name"]
+    runs, _ = load_results(SMALL_DATA_RATES)
+    new = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in runs}
+    for method in ("prefix", "lora", "adapter", "head"):
+        assert "better" not in verdicts_of_new(new, method, 100), method
+    curve, _ = load_results(LEARNING_CURVE)
+    old = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in curve}
+    mean = {}
+    for method in CURVE_METHODS:
+        before, after = (
+            [100 * runs[method, 100, s]["metrics"]["eval_accuracy"] for s in (1, 2, 3)] for runs in (old, new)
+        )
+        centre, half = mean_and_half_width(before)
+        mean[method] = statistics.fmean(after)
+        assert abs(mean[method] - centre) <= min(1.8, half), method  # "inside the old one's 95 % interval"
+    assert "No mean moved by more than 1.8 points" in readme
+    assert mean["full"] < min(mean["lora"], mean["adapter"])
+    quoted = (
+        f"LoRA ({mean['lora']:.2f} %) and the adapters ({mean['adapter']:.2f} %) are ahead of it ({mean['full']:.2f} %)"
+    )
+    assert quoted in readme
