@@ -223,10 +223,10 @@ def accuracy_vs_train_size(curve, records):
         halves = [cell["ci95"] for _, cell in points]
         if any(h is not None for h in halves):
             halves = [h or 0.0 for h in halves]
-            low, high = [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)]
             if len(sizes) == 1:
                 axis.errorbar(xs, means, yerr=halves, fmt="none", ecolor=colour(method), capsize=3)
             else:
+                low, high = [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)]
                 axis.fill_between(xs, low, high, color=colour(method), alpha=0.12, linewidth=0)
         runs = [
             (x, 100 * run["metrics"]["eval_accuracy"]) for (s, _), x in zip(points, xs) for run in groups[s][method]

@@ -424,22 +424,18 @@ def mean_and_half_width(values):
     return statistics.fmean(values), T_975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def accuracy_by_method_size_seed(folder):
+def by_method_size_seed(folder):
     runs, skipped = load_results(folder)
     assert not skipped
-    return {
-        (run["method"], run["config"]["train_size"], seed_of(run)): 100
-        * run["metrics"]["eval_correct"]
-        / run["metrics"]["eval_total"]
-        for run in runs
-    }
+    return {(run["method"], run["config"]["train_size"], seed_of(run)): run for run in runs}
 
 
 def test_the_readme_s_learning_curve_table_is_the_committed_runs():
     """Each cell, copied by hand: the mean dev accuracy over seeds 1-3, its 95 % half-width and the run count."""
     rows = readme_table("| training sentences | full | prefix | lora | adapter | head |")
-    accuracy = accuracy_by_method_size_seed(LEARNING_CURVE)
-    assert len(accuracy) == 60
+    runs = by_method_size_seed(LEARNING_CURVE)
+    assert len(runs) == 60
+    accuracy = {key: 100 * run["metrics"]["eval_correct"] / run["metrics"]["eval_total"] for key, run in runs.items()}
     methods = ["full", "prefix", "lora", "adapter", "head"]
     assert [row[0] for row in rows] == ["100", "300", "1,000", "4,000"]
     for size_cell, *cells in rows:
@@ -449,37 +445,34 @@ def test_the_readme_s_learning_curve_table_is_the_committed_runs():
             assert cell == f"{mean:.2f} ± {half:.2f} (3)", (size, method)
 
 
-def verdicts_against_full(folder, method, sizes, seeds=(1, 2, 3)):
-    """{(size, seed): 'worse' | 'better' | 'level'} for method against full fine-tuning at that size and seed,
-    by an exact McNemar test on the runs' dev predictions at α = 0.05."""
-    runs, _ = load_results(folder)
-    by_key = {(run["method"], run["config"]["train_size"], seed_of(run)): run for run in runs}
-    verdicts = {}
-    for size in sizes:
-        for seed in seeds:
-            full, other = by_key[("full", size, seed)], by_key[(method, size, seed)]
-            assert full["labels"] == other["labels"]
-            only_full, only_other, p = exact_mcnemar(full["predictions"], other["predictions"], full["labels"])
-            verdicts[size, seed] = "level" if p >= 0.05 else ("worse" if only_full > only_other else "better")
-    return verdicts
+def against_full(by_key, method, size, seed):
+    """'level', 'full better' or 'better' (the method): an exact McNemar test on the two runs' dev predictions,
+    at α = 0.05."""
+    full, other = by_key["full", size, seed], by_key[method, size, seed]
+    assert full["labels"] == other["labels"]
+    only_full, only_other, p = exact_mcnemar(full["predictions"], other["predictions"], full["labels"])
+    return "level" if p >= 0.05 else ("full better" if only_full > only_other else "better")
 
 
 def test_the_readme_s_claims_on_the_learning_curve_are_the_runs():
     with open(os.path.join(ROOT, "README.md")) as handle:
         readme = " ".join(handle.read().split())
-    sizes = (100, 300, 1000, 4000)
-    adapter = verdicts_against_full(LEARNING_CURVE, "adapter", sizes)
-    assert set(adapter.values()) == {"level"}
+    curve = by_method_size_seed(LEARNING_CURVE)
+    pairs = [(size, seed) for size in (100, 300, 1000, 4000) for seed in (1, 2, 3)]
+
+    def verdicts(method):
+        return {pair: against_full(curve, method, *pair) for pair in pairs}
+
+    assert set(verdicts("adapter").values()) == {"level"}
     assert "no significant difference for the adapters on any of the 12 paired runs" in readme
-    lora = verdicts_against_full(LEARNING_CURVE, "lora", sizes)
-    assert sorted(k for k, v in lora.items() if v == "worse") == [(100, 1), (4000, 1)]
+    lora = verdicts("lora")
+    assert sorted(k for k, v in lora.items() if v == "full better") == [(100, 1), (4000, 1)]
     assert sorted(k for k, v in lora.items() if v == "better") == [(100, 2), (1000, 3)]
     assert (
         "LoRA is worse on 2 of 12 (100 sentences, seed 1; 4,000, seed 1) "
         "and better on 2 (100, seed 2; 1,000, seed 3)" in readme
     )
-    prefix = verdicts_against_full(LEARNING_CURVE, "prefix", sizes)
-    assert sum(v == "worse" for v in prefix.values()) == 11
+    assert list(verdicts("prefix").values()).count("full better") == 11
     assert "worse than full fine-tuning on 11 of 12 pairs" in readme
 
 
@@ -545,10 +538,7 @@ def test_the_readme_s_small_data_rate_tables_are_the_committed_runs():
         readme = handle.read()
     for row in sweep.table(os.path.join(SMALL_DATA_RATES, "sweeps")).splitlines():
         assert row in readme
-    curve, _ = load_results(LEARNING_CURVE)
-    tuned, _ = load_results(SMALL_DATA_RATES)
-    old = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in curve}
-    new = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in tuned}
+    old, new = by_method_size_seed(LEARNING_CURVE), by_method_size_seed(SMALL_DATA_RATES)
     rows = readme_table("| sentences | method | rate: 4,000 → 100 sentences |")
     assert sorted((int(r[0].replace(",", "")), r[1]) for r in rows) == sorted({(n, m) for m, n, _ in new})
 
@@ -573,20 +563,9 @@ def test_the_readme_s_small_data_rate_tables_are_the_committed_runs():
         if method == "full":
             assert verdict == "—"
             continue
-        said = dict(re.findall(r"(level|full better|better) at (\d)", verdict))
-        found = verdicts_of_new(new, method, size)
-        assert {k: str(v) for k, v in found.items()} == said, method
-
-
-def verdicts_of_new(runs, method, size):
-    """{verdict: seeds} for method against full fine-tuning, both at their small-data rates."""
-    counts = {}
-    for seed in (1, 2, 3):
-        full, other = runs["full", size, seed], runs[method, size, seed]
-        only_full, only_other, p = exact_mcnemar(full["predictions"], other["predictions"], full["labels"])
-        verdict = "level" if p >= 0.05 else ("full better" if only_full > only_other else "better")
-        counts[verdict] = counts.get(verdict, 0) + 1
-    return counts
+        said = {name: int(count) for name, count in re.findall(r"(level|full better|better) at (\d)", verdict)}
+        found = [against_full(new, method, size, seed) for seed in (1, 2, 3)]
+        assert {name: found.count(name) for name in set(found)} == said, method
 
 
 def test_the_readme_s_claims_on_small_data_rates_are_the_runs():
@@ -620,16 +599,13 @@ def test_the_readme_s_claims_on_small_data_rates_are_the_runs():
             ), run["run_name"]
     assert stayed == {("prefix", 2e-4, 4), ("prefix", 1e-3, 4), ("prefix", 1e-3, 5)}
     assert "(2e-4 with seed 4, 1e-3 with seeds 4 and 5), where every other method learned at every rate" in readme
-    runs, _ = load_results(SMALL_DATA_RATES)
-    new = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in runs}
+    old, new = by_method_size_seed(LEARNING_CURVE), by_method_size_seed(SMALL_DATA_RATES)
     for method in ("prefix", "lora", "adapter", "head"):
-        assert "better" not in verdicts_of_new(new, method, 100), method
-    curve, _ = load_results(LEARNING_CURVE)
-    old = {(r["method"], r["config"]["train_size"], seed_of(r)): r for r in curve}
+        assert "better" not in [against_full(new, method, 100, seed) for seed in (1, 2, 3)], method
     mean = {}
     for method in CURVE_METHODS:
         before, after = (
-            [100 * runs[method, 100, s]["metrics"]["eval_accuracy"] for s in (1, 2, 3)] for runs in (old, new)
+            [100 * by_key[method, 100, seed]["metrics"]["eval_accuracy"] for seed in (1, 2, 3)] for by_key in (old, new)
         )
         centre, half = mean_and_half_width(before)
         mean[method] = statistics.fmean(after)
