@@ -132,6 +132,16 @@ def rate_text(rate):
     return f"{rate:g}" if rate >= 1 else f"{rate:.0e}".replace("e-0", "e-")
 
 
+def flag_value(words, flag):
+    """The value given to flag among command-line words, as `--flag VALUE` or `--flag=VALUE`; None if absent."""
+    for word, following in zip(words, [*words[1:], None]):
+        if word == flag:
+            return following
+        if word.startswith(flag + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
 def table(folder):
     """Markdown rows, one per sweep in folder/<method>/, oldest first (the newest sets the tuned rate): the chosen
     rate, and each rate's mean held-out accuracy (%) with every seed's in brackets where there are several; a rate
@@ -152,8 +162,8 @@ def table(folder):
             falls = sum(t.get("fell", False) for t in trials)  # sweeps before 2026-11-27 did not record it
             cells.append(text + (f" fell in {falls} of {len(trials)}" if falls else ""))
         seeds = ", ".join(str(seed) for seed in sweep["seeds"])
-        flags = sweep.get("train_flags", [])
-        size = f"; {int(flags[flags.index('--train_size') + 1]):,} sentences" if "--train_size" in flags else ""
+        size = flag_value(sweep.get("train_flags", []), "--train_size")
+        size = f"; {int(size):,} sentences" if size else ""
         lines.append(
             f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}{size}) "
             f"| {rate_text(sweep['chosen_learning_rate'])} | {', '.join(cells)} |"

@@ -5,6 +5,7 @@ the machine that made it; every run records the command that made it.
 """
 
 import filecmp
+import functools
 import json
 import math
 import os
@@ -118,13 +119,24 @@ def readme_table(header):
 WHOLE_SET = os.path.join(REFERENCE, "whole-sst2-minilm-cpu")
 
 
+def runs_by(folder, key):
+    """A reference set's runs by key(run): no two may share a key, which would hide one of them."""
+    runs, skipped = load_results(folder)
+    assert not skipped
+    indexed = {key(run): run for run in runs}
+    assert len(indexed) == len(runs), folder
+    return indexed
+
+
+def method_and_seed(run):
+    return run["method"], seed_of(run)
+
+
 def test_the_readme_s_whole_set_table_is_the_committed_runs():
     """Each row's numbers, copied into the README by hand, equal those of its runs."""
     rows = readme_table("| method | trainable (MiniLM) | seed 1 | seed 2 | seed 3 |")
-    runs, skipped = load_results(WHOLE_SET)
-    assert not skipped
-    by_key = {(run["method"], seed_of(run)): run for run in runs}
-    assert len(by_key) == len(runs) == 30
+    by_key = runs_by(WHOLE_SET, method_and_seed)
+    assert len(by_key) == 30
     assert {row[0] for row in rows} == {method for method, _ in by_key}
     for method, _, *seed_cells, mean_std, _, loss, time in rows:
         ran = [by_key[(method, seed)] for seed in (1, 2, 3)]
@@ -182,10 +194,12 @@ def test_the_readme_s_brief_quotes_the_whole_set_means():
 
 def ten_epoch_runs():
     """The ten-epoch set's runs by (method, learning rate, seed)."""
-    runs, skipped = load_results(os.path.join(REFERENCE, "ten-epochs-minilm-4000"))
-    assert not skipped
-    args = [(run["method"], run["config"]["training_arguments"]) for run in runs]
-    return {(method, a["learning_rate"], a["seed"]): run for (method, a), run in zip(args, runs)}
+
+    def key(run):
+        arguments = run["config"]["training_arguments"]
+        return run["method"], arguments["learning_rate"], arguments["seed"]
+
+    return runs_by(os.path.join(REFERENCE, "ten-epochs-minilm-4000"), key)
 
 
 def exact_mcnemar(a, b, labels):
@@ -300,11 +314,16 @@ def test_the_readme_s_ten_epoch_sweep_tables_are_the_committed_trials():
         assert row in readme
 
 
+def majority_of(run):
+    """The share of a run's evaluation sentences in their more frequent class, from their labels."""
+    labels = run["labels"]
+    return max(sum(labels), len(labels) - sum(labels)) / len(labels)
+
+
 def fell(run):
     """A run fell if, after an epoch more than 5 points above the majority class of its evaluation sentences (from
     their labels), an epoch came back to within half a point of it."""
-    share = sum(run["labels"]) / len(run["labels"])
-    majority = max(share, 1 - share)
+    majority = majority_of(run)
     accuracy = [row["eval_accuracy"] for row in run["history"]]
     learned = next((i for i, a in enumerate(accuracy) if a > majority + 0.05), len(accuracy))
     return any(a <= majority + 0.005 for a in accuracy[learned:])
@@ -356,12 +375,6 @@ def test_the_readme_s_count_of_ten_epoch_falls_is_the_committed_runs():
     assert "So 2 of the 6 ten-epoch runs at 5e-4 fell. The 13 runs at 1e-4 to 3e-4 never did" in readme
 
 
-def runs_by_method_and_seed(name):
-    runs, skipped = load_results(os.path.join(REFERENCE, name))
-    assert not skipped
-    return {(run["method"], seed_of(run)): run for run in runs}
-
-
 def test_the_readme_s_ten_epoch_table_of_the_other_methods_is_the_committed_runs():
     """Each row, copied by hand: the ten-epoch run's epochs and loss, the same seed's one-epoch accuracy, and
     McNemar's test against full fine-tuning's ten epochs at 1e-4 with the same seed, recomputed from both runs'
@@ -369,8 +382,8 @@ def test_the_readme_s_ten_epoch_table_of_the_other_methods_is_the_committed_runs
     rows = readme_table(
         "| method, rate | seed | after epoch 1 | best epoch | after epoch 10 | train loss | one epoch |"
     )
-    ten = runs_by_method_and_seed("ten-epochs-every-method-minilm-4000")
-    one = runs_by_method_and_seed("compare-minilm-4000")
+    ten = runs_by(os.path.join(REFERENCE, "ten-epochs-every-method-minilm-4000"), method_and_seed)
+    one = runs_by(os.path.join(REFERENCE, "compare-minilm-4000"), method_and_seed)
     full_runs = ten_epoch_runs()
     assert len(rows) == len(ten) == 11 and not {"full", "prefix"} & {method for method, _ in ten}
     for label, seed, *cells, one_epoch, against in rows:
@@ -391,8 +404,8 @@ def test_the_readme_s_claims_on_the_other_methods_ten_epochs_are_the_runs():
     """No run fell; the four lifted methods gained significantly on their one-epoch run at every seed, and the
     other four moved by at most 1.4 points; with seed 1 the five named are level with full fine-tuning and the
     other three behind; with seed 2 every method run is behind."""
-    ten = runs_by_method_and_seed("ten-epochs-every-method-minilm-4000")
-    one = runs_by_method_and_seed("compare-minilm-4000")
+    ten = runs_by(os.path.join(REFERENCE, "ten-epochs-every-method-minilm-4000"), method_and_seed)
+    one = runs_by(os.path.join(REFERENCE, "compare-minilm-4000"), method_and_seed)
     full_runs = ten_epoch_runs()
     assert not any(map(fell, ten.values()))
     for (method, seed), run in ten.items():
@@ -425,9 +438,7 @@ def mean_and_half_width(values):
 
 
 def by_method_size_seed(folder):
-    runs, skipped = load_results(folder)
-    assert not skipped
-    return {(run["method"], run["config"]["train_size"], seed_of(run)): run for run in runs}
+    return runs_by(folder, lambda run: (run["method"], run["config"]["train_size"], seed_of(run)))
 
 
 def test_the_readme_s_learning_curve_table_is_the_committed_runs():
@@ -484,8 +495,9 @@ def rate_cell(rate):
     return f"{rate:.0e}".replace("e-0", "e-")
 
 
+@functools.cache
 def sweep_trials(method):
-    """The run files of every trial of method's sweeps in the small-data set."""
+    """The run files of every trial of method's sweeps in the small-data set (read once: three tests use them)."""
     folder = os.path.join(SMALL_DATA_RATES, "sweeps", method)
     trials = []
     for file in sorted(f for f in os.listdir(folder) if f.endswith(".json") and not f.startswith("sweep-")):
@@ -496,11 +508,6 @@ def sweep_trials(method):
 
 def size_and_rate(run):
     return run["config"]["train_size"], run["config"]["training_arguments"]["learning_rate"]
-
-
-def held_out_majority(run):
-    labels = run["labels"]
-    return max(sum(labels), len(labels) - sum(labels)) / len(labels)
 
 
 def sweep_choices():
@@ -585,17 +592,17 @@ def test_the_readme_s_claims_on_small_data_rates_are_the_runs():
         trials = [run for run in sweep_trials(method) if run["config"]["train_size"] == 100]
         lowest = min(size_and_rate(run)[1] for run in trials)
         for run in (r for r in trials if size_and_rate(r)[1] == lowest):
-            assert abs(run["metrics"]["eval_accuracy"] - held_out_majority(run)) <= 0.005, run["run_name"]
+            assert abs(run["metrics"]["eval_accuracy"] - majority_of(run)) <= 0.005, run["run_name"]
     stayed = {
         (method, size_and_rate(run)[1], run["config"]["training_arguments"]["seed"])
         for method in CURVE_METHODS
         for run in sweep_trials(method)
-        if run["config"]["train_size"] == 1000 and run["metrics"]["eval_accuracy"] < held_out_majority(run) + 0.05
+        if run["config"]["train_size"] == 1000 and run["metrics"]["eval_accuracy"] < majority_of(run) + 0.05
     }
     for method in CURVE_METHODS:  # those stayed within half a point of it; the others learned
         for run in (r for r in sweep_trials(method) if r["config"]["train_size"] == 1000):
-            assert abs(run["metrics"]["eval_accuracy"] - held_out_majority(run)) <= 0.005 or (
-                run["metrics"]["eval_accuracy"] >= held_out_majority(run) + 0.05
+            assert abs(run["metrics"]["eval_accuracy"] - majority_of(run)) <= 0.005 or (
+                run["metrics"]["eval_accuracy"] >= majority_of(run) + 0.05
             ), run["run_name"]
     assert stayed == {("prefix", 2e-4, 4), ("prefix", 1e-3, 4), ("prefix", 1e-3, 5)}
     assert "(2e-4 with seed 4, 1e-3 with seeds 4 and 5), where every other method learned at every rate" in readme
