@@ -58,6 +58,7 @@ from resilience import (
     StopOnSignal,
     hint_for,
     last_complete_checkpoint,
+    output_that_outlives_its_reader,
     plan_resume,
     remove_checkpoints,
 )
@@ -458,19 +459,20 @@ def command_line(argv, method=None) -> list[str]:
 
 def main(argv=None, method=None) -> int:
     """Runs one experiment from command-line flags; returns the process exit code."""
-    try:
-        experiment, training, recipe = parse_args(argv, method)
-        run(experiment, training, recipe, command_line(sys.argv[1:] if argv is None else argv, method))
-    except (ConfigError, DataError, ModelError, MethodError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except RunFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except RunInterrupted as error:
-        print(f"interrupted: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted before training started; nothing to save.", file=sys.stderr)
-        return 130
-    return 0
+    with output_that_outlives_its_reader():
+        try:
+            experiment, training, recipe = parse_args(argv, method)
+            run(experiment, training, recipe, command_line(sys.argv[1:] if argv is None else argv, method))
+        except (ConfigError, DataError, ModelError, MethodError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except RunFailed as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        except RunInterrupted as error:
+            print(f"interrupted: {error}", file=sys.stderr)
+            return error.exit_code
+        except KeyboardInterrupt:
+            print("interrupted before training started; nothing to save.", file=sys.stderr)
+            return 130
+        return 0

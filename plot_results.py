@@ -279,7 +279,8 @@ def main(argv=None) -> int:
         print(f"skipped {path}: {reason}")
     if not records:
         print(
-            f"error: no completed runs in {args.results_dir}/*.json; train one first (python train_finetune.py).",
+            f"error: no completed runs in {args.results_dir}/*.json; train one first (python train_finetune.py), "
+            "or draw a committed set (python plot_results.py --results_dir results/reference/compare-minilm-4000).",
             file=sys.stderr,
         )
         return 1

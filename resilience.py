@@ -4,6 +4,7 @@ The pipeline (experiment.py) uses these; each is a Trainer hook (a subclass meth
 so the Trainer stays the engine.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -149,6 +150,47 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
+
+
+class _OutlivesItsReader:
+    """A text stream that, once nobody reads it (BrokenPipeError), sends its file descriptor to /dev/null."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _retry(self, name, *args):
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())  # the descriptor, so that what is still buffered flushes too
+            os.close(devnull)
+            return getattr(self._stream, name)(*args)
+
+    def write(self, text):
+        return self._retry("write", text)
+
+    def flush(self):
+        return self._retry("flush")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def output_that_outlives_its_reader():
+    """Lets a run go on when its output's reader is gone.
+
+    `python train_prefix.py | tee log`, then Ctrl-C: the shell's SIGINT ends tee too, and every later print
+    or progress bar raises BrokenPipeError. Without this the run fails on the first of them, before it saves
+    the checkpoint it was stopping for (tests/test_resume.py).
+    """
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_OutlivesItsReader(stream) for stream in streams)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 class LogAtCheckpoints(TrainerCallback):

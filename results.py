@@ -129,6 +129,8 @@ def load_results(results_dir):
         except UNREADABLE as error:
             skipped.append((path, f"unreadable ({type(error).__name__})"))
             continue
+        if isinstance(record, dict) and "kind" in record:
+            continue  # a report beside the runs (a sweep's choice, bench.py, gpu_report.py), not a run
         reason = problem_with(record)
         if reason:
             skipped.append((path, reason))

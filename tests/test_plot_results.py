@@ -220,6 +220,16 @@ def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):
     assert "1 runs of 1 methods" in out
 
 
+def test_reports_beside_the_runs_are_not_runs(tmp_path, capsys):
+    """A fresh clone's results/ holds gpu_report.json, and a sweep's folder its choices: neither is a run gone wrong."""
+    write_json_atomic(tmp_path / "good.json", record("full", 0.8, 10, "good"))
+    for kind in ("gpu_report", "sweep", "bench"):
+        write_json_atomic(tmp_path / f"{kind}.json", {"schema_version": 1, "kind": kind})
+    assert main(["--results_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "1 runs of 1 methods" in out
+
+
 def test_no_usable_results_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "broken.json").write_text("{")
     assert main(["--results_dir", str(tmp_path)]) == 1

@@ -87,3 +87,25 @@ def test_ctrl_c_mid_epoch_saves_records_and_resumes_to_the_same_result(
     resumed = read_json(tmp_path / "stopped.json")
     assert [(s["start_step"], s["end_step"]) for s in resumed["segments"]] == [(0, 5), (5, 12)]
     assert_same_run(resumed, straight[method])
+
+
+def test_ctrl_c_that_also_ends_the_reader_of_the_output_still_saves_and_records(tiny_model, tiny_data, tmp_path):
+    """`python train_prefix.py | tee log`, then Ctrl-C: the shell's SIGINT ends tee as well, and every write after
+    that raises BrokenPipeError. The run must still save its checkpoint and record itself, not fail on a print."""
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, *FLAGS, "--run_name", "piped")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the run writes anything: every write fails
+    try:
+        done = subprocess.run(
+            [sys.executable, os.path.join("tests", "signal_after_save.py"), "4", "SIGINT", "prefix", *argv],
+            cwd=ROOT,
+            env=ENV,
+            stdout=write_end,
+            stderr=write_end,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    record = read_json(tmp_path / "piped.json")
+    assert (record["status"], record["step"], done.returncode) == ("interrupted", 5, 130), record.get("error")
+    assert os.path.isfile(os.path.join(record["checkpoint"], "trainer_state.json"))
