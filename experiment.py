@@ -26,6 +26,7 @@ import torch.fx.experimental._config
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, set_seed
+from transformers.utils import logging as hf_logging
 
 from config import ConfigError, parse_args, tuned_rate_note
 from data_loader import (
@@ -246,6 +247,8 @@ def _check_writable(results_dir):
 def run(experiment, training, recipe, command=()) -> dict:
     """Trains and evaluates one configuration, writes results/<run_name>.json and returns its content."""
     started = time.perf_counter()
+    if training.disable_tqdm:  # the Trainer's bars only, unless transformers is told too (loading, saving)
+        hf_logging.disable_progress_bar()
     if note := tuned_rate_note(experiment, training):
         print(note)
     path = results_path(experiment.results_dir, training.run_name)

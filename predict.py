@@ -16,6 +16,7 @@ import os
 import sys
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from models import ModelError, load_for_prediction
 
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
         if bool(args.sentences) == bool(args.input):
             raise InputError("give sentences on the command line or --input FILE (one of the two).")
         sentences = read_sentences(args.input) if args.input else args.sentences
+        hf_logging.disable_progress_bar()  # the output is the table: no bar for loading the weights above it
         model, tokenizer, info = load_for_prediction(args.model, args.base_model_name_or_path)
     except (InputError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
