@@ -8,6 +8,10 @@ its own file, <results_dir>/<grid>-<method>-seed<seed>.json, so parallel runs ne
 With --jobs N, N runs go at once: one per visible GPU, or N CPU processes sharing the cores.
 Then plot_results.py writes summary.md, summary.json and the figures for the folder.
 
+Ctrl-C (or SIGTERM) starts no more runs and stops those under way at a checkpoint. The same command with the same
+--results_dir continues the grid: a run that completed there with the same flags, versions, device and threads is
+taken as it is, and an interrupted one resumes from its checkpoint.
+
 With --train_sizes, each size is a stratified random subset of the training file (--train_size: nested, from a
 fixed seed), and every size trains for the same --budget_steps optimizer steps, cycling over its sentences: a
 fixed compute budget (250 steps: one epoch of 4,000 sentences at batch 16). --budget epochs trains each size for
@@ -16,15 +20,19 @@ fixed compute budget (250 steps: one epoch of 4,000 sentences at batch 16). --bu
 
 import argparse
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import plot_results
 from config import ConfigError, refuse_flags
 from methods import METHODS
-from results import utc_stamp
+from results import earlier_run, utc_stamp
+from utils import environment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -94,9 +102,67 @@ def job_environments(jobs):
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
 
 
+def child_environment(here, slot) -> dict:
+    """What a run records as its environment when it runs in this slot: its own thread count, where set."""
+    return {**here, "cpu_threads": int(slot["OMP_NUM_THREADS"])} if "OMP_NUM_THREADS" in slot else here
+
+
+class StopGrid:
+    """Ctrl-C or SIGTERM: start no more runs, and pass the signal on to each run under way, which saves a checkpoint.
+
+    The runs have sessions of their own, so a terminal's Ctrl-C reaches them only through here, once: a run takes a
+    second one as "stop at once, no checkpoint", which is what a second Ctrl-C here passes on.
+    """
+
+    def __init__(self):
+        self.received, self.running, self._previous = None, set(), {}
+        # A run starts either before a signal, and gets it, or not at all. Reentrant: a second Ctrl-C can come
+        # while the handler of the first holds it.
+        self.lock = threading.RLock()
+
+    def _handle(self, number, frame):
+        print(f"\n{signal.Signals(number).name}: stopping the runs under way at a checkpoint.", file=sys.stderr)
+        with self.lock:
+            self.received = number
+            for process in self.running:
+                process.send_signal(number)
+
+    def start(self, command, env):
+        """The run's process, or None once a signal has come."""
+        with self.lock:
+            if self.received:
+                return None
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # signals come through here, once
+            )
+            self.running.add(process)
+            return process
+
+    def finish(self, process):
+        stdout, stderr = process.communicate()
+        with self.lock:
+            self.running.discard(process)
+        return stdout, stderr
+
+    def __enter__(self):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, methods, seeds, sizes, train_flags = parse(sys.argv[1:] if argv is None else argv)
+        args, methods, seeds, sizes, train_flags = parse(argv)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -104,14 +170,14 @@ def main(argv=None) -> int:
     results_dir = args.results_dir or os.path.join("results", grid)
     runs = [(method, size, seed) for seed in seeds for size in sizes for method in methods]
     slots = job_environments(args.jobs)
+    here = environment()
+    stop = StopGrid()
 
     def launch(index_and_run):
         index, (method, size, seed) = index_and_run
+        where = f"{method} seed {seed}" + (f", {size} sentences" if size else "")
         run_name = f"{grid}-{method}-seed{seed}" if size is None else f"{grid}-{method}-n{size}-seed{seed}"
-        env = {**os.environ, **slots[index % len(slots)]}
-        command = [
-            sys.executable,
-            os.path.join(HERE, "train_peft.py"),
+        flags = [
             "--method",
             method,
             "--seed",
@@ -127,20 +193,37 @@ def main(argv=None) -> int:
             *curve_flags(args, size),
             *train_flags,
         ]
+        slot = slots[index % len(slots)]
+        earlier = earlier_run(results_dir, flags, child_environment(here, slot))
+        if earlier and earlier["status"] == "completed":
+            print(f"[{where}] completed before, as {earlier['run_name']}: taken as it is", flush=True)
+            return 0
+        if earlier:  # interrupted: the same --run_name resumes it from its checkpoint
+            flags[flags.index("--run_name") + 1] = earlier["run_name"]
         started = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        last = (done.stdout.strip().splitlines() or [""])[-1] if done.returncode == 0 else done.stderr.strip()[-500:]
-        where = f"{method} seed {seed}" + (f", {size} sentences" if size else "")
-        print(f"[{where}] exit {done.returncode} after {time.perf_counter() - started:.0f} s: {last}", flush=True)
-        return done.returncode
+        process = stop.start([sys.executable, os.path.join(HERE, "train_peft.py"), *flags], {**os.environ, **slot})
+        if process is None:
+            return None
+        stdout, stderr = stop.finish(process)
+        last = (stdout.strip().splitlines() or [""])[-1] if process.returncode == 0 else stderr.strip()[-500:]
+        print(f"[{where}] exit {process.returncode} after {time.perf_counter() - started:.0f} s: {last}", flush=True)
+        return process.returncode
 
     sized = f" x sizes {', '.join(map(str, sizes))}" if args.train_sizes else ""
     print(
         f"{len(runs)} runs ({', '.join(methods)}{sized} x seeds {', '.join(map(str, seeds))}), "
         f"{args.jobs} at a time -> {results_dir}"
     )
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with stop, ThreadPoolExecutor(max_workers=args.jobs) as pool:
         codes = list(pool.map(launch, enumerate(runs)))
+    if stop.received:
+        again = argv if args.results_dir else [*argv, "--results_dir", results_dir]
+        print(
+            f"interrupted: {codes.count(None)} of {len(runs)} runs not started; to continue (completed runs are taken "
+            f"as they are, interrupted ones resume): {shlex.join(['python', 'compare.py', *again])}",
+            file=sys.stderr,
+        )
+        return 128 + stop.received
     if all(code == 2 for code in codes):
         return 2  # the shared flags are wrong: every run refused them
     summary = plot_results.main(["--results_dir", results_dir])

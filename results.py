@@ -8,6 +8,7 @@ import glob
 import json
 import math
 import os
+import shlex
 import tempfile
 from datetime import datetime, timezone
 
@@ -46,6 +47,44 @@ def portable(value, names: dict):
     if isinstance(value, str) and os.path.isabs(value):
         return os.path.basename(os.path.normpath(value))
     return value
+
+
+def without_machine_paths(words):
+    """Command-line words as results files record them: the model folder as its --model_name, no absolute path."""
+    value = dict(zip(words, words[1:]))
+    names = (
+        {value["--model_name_or_path"]: value["--model_name"]}
+        if {"--model_name_or_path", "--model_name"} <= set(value)
+        else {}
+    )
+    return portable(words, names)
+
+
+def earlier_run(folder, argv, environment):
+    """The run in folder that argv (a train script's flags) would make again, else None: same recorded command but
+    for --run_name, same versions, device and threads (they change the rounding, and with it the result).
+
+    A completed one is preferred, so a grid run again takes it as it is; else an interrupted one, which its
+    --run_name resumes from its checkpoint.
+    """
+
+    def key(words):
+        words = list(words)
+        if "--run_name" in words:
+            del words[words.index("--run_name") : words.index("--run_name") + 2]
+        return words
+
+    wanted = key(without_machine_paths(argv))
+    here = {k: v for k, v in environment.items() if k != "git_commit"}
+    found = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        record = read_record(path)
+        if not isinstance(record, dict) or "command" not in record or "kind" in record:
+            continue
+        ran = {k: v for k, v in record.get("environment", {}).items() if k != "git_commit"}
+        if key(shlex.split(record["command"])[2:]) == wanted and ran == here:
+            found.setdefault(record.get("status"), record)
+    return found.get("completed") or found.get("interrupted")
 
 
 def results_path(results_dir, run_name):

@@ -11,7 +11,8 @@ fell if, after an epoch more than 5 points above the held-out slice's majority c
 half a point of it: the end of a long schedule can hide a collapse that the run recovered from, and the next seed
 may not (results/reference/ten-epoch-sweeps/). If every rate fell, the best of them is chosen all the same. A
 trial that already completed in that folder with the same flags, versions, device and threads is taken as it is,
-so a sweep can be resumed, or extended by seeds or rates.
+so a sweep can be resumed, or extended by seeds or rates. Ctrl-C stops the whole sweep, not just its trial; run
+it again to continue, and the interrupted trial resumes from its checkpoint.
 """
 
 import argparse
@@ -19,15 +20,18 @@ import glob
 import math
 import os
 import shlex
+import signal
 import statistics
 import sys
 
 from config import ConfigError, refuse_flags
 from experiment import main as run_experiment
 from methods import METHODS
-from results import portable, read_record, utc_stamp, write_json_atomic
+from results import earlier_run, read_record, utc_stamp, without_machine_paths, write_json_atomic
 from summary import fell
 from utils import environment
+
+INTERRUPTED = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # the exit codes of a run stopped by Ctrl-C or SIGTERM
 
 
 def parse(argv):
@@ -71,8 +75,10 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
     argv = ["--method", args.method, "--learning_rate", str(rate), "--seed", str(seed), "--results_dir", folder]
     argv += ["--run_name", run_name, "--holdout_fraction", str(args.holdout_fraction), "--save_model", "False"]
     argv += train_flags  # after our --save_model False: a user's --save_model True wins
-    record = completed_before(folder, argv)
-    if record is None:
+    record = earlier_run(folder, argv, environment())
+    if record is None or record["status"] != "completed":
+        run_name = record["run_name"] if record else run_name  # an interrupted trial resumes from its checkpoint
+        argv[argv.index("--run_name") + 1] = run_name
         code = run_experiment(argv)
         record = read_record(os.path.join(folder, f"{run_name}.json"))
     else:
@@ -92,39 +98,6 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
             fell=fell(record["history"], record["labels"]),
         )
     return code, trial
-
-
-def completed_before(folder, argv):
-    """A completed run in folder whose recorded command is argv's but for --run_name, made with the same versions,
-    device and threads (which change the rounding, and with it the result), else None."""
-
-    def key(words):
-        words = list(words)
-        if "--run_name" in words:
-            del words[words.index("--run_name") : words.index("--run_name") + 2]
-        return words
-
-    wanted = key(without_machine_paths(argv))
-    here = {k: v for k, v in environment().items() if k != "git_commit"}
-    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        record = read_record(path)
-        if not isinstance(record, dict) or record.get("status") != "completed" or "command" not in record:
-            continue
-        ran = {k: v for k, v in record.get("environment", {}).items() if k != "git_commit"}
-        if key(shlex.split(record["command"])[2:]) == wanted and ran == here:
-            return record
-    return None
-
-
-def without_machine_paths(words):
-    """Flags as committed results hold them: the model folder as its --model_name, no absolute path."""
-    value = dict(zip(words, words[1:]))
-    names = (
-        {value["--model_name_or_path"]: value["--model_name"]}
-        if {"--model_name_or_path", "--model_name"} <= set(value)
-        else {}
-    )
-    return portable(words, names)
 
 
 def rate_text(rate):
@@ -192,6 +165,13 @@ def main(argv=None) -> int:
             )
             if code == 2:
                 return 2  # the flags are wrong for every rate alike
+            if code in INTERRUPTED:  # Ctrl-C stops the sweep, not just this trial
+                print(
+                    f"interrupted: sweep stopped at lr {rate:g} seed {seed}; run the same command again to continue "
+                    "(completed trials are taken as they are, and this one resumes from its checkpoint).",
+                    file=sys.stderr,
+                )
+                return code
             trials.append(trial)
             scores.append(trial)
             print(

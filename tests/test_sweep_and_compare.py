@@ -190,3 +190,75 @@ def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data,
     assert "full (2 runs)" in summary and "lora (2 runs)" in summary
     assert os.path.isfile(tmp_path / "figures" / "accuracy_vs_parameters.png")
     assert not (tmp_path / "models").exists()
+
+
+def test_ctrl_c_stops_the_whole_sweep_and_the_same_command_resumes_it(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C used to stop one trial, and the sweep went on to the next; run again, it trained that trial afresh."""
+    import signal
+
+    from transformers import TrainerCallback
+
+    import experiment
+
+    class CtrlCAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    build_trainer = experiment.build_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            experiment,
+            "build_trainer",
+            lambda *a, callbacks=(), **k: build_trainer(*a, callbacks=[*callbacks, CtrlCAtStep2()], **k),
+        )
+        flags = ["--method", "full", "--grid", "1e-3,3e-3", "--seeds", "1", "--results_dir", str(tmp_path)]
+        flags += shared_flags(tiny_model, tiny_data)
+        assert sweep.main(flags) == 130
+    folder = tmp_path / "sweeps" / "full"
+    (stopped,) = folder.glob("*.json")  # the first trial only, and no sweep summary
+    assert read_json(stopped)["status"] == "interrupted" and read_json(stopped)["step"] == 3
+
+    assert sweep.main(flags) == 0
+    resumed = read_json(stopped)
+    assert resumed["status"] == "completed" and resumed["resumed"]
+    assert [(s["start_step"], s["end_step"]) for s in resumed["segments"]] == [(0, 3), (3, 6)]  # 91 sentences, batch 16
+    (summary_path,) = folder.glob("sweep-*.json")
+    assert read_json(summary_path)["trials"][0]["run_name"] == stopped.stem
+    assert len(list(folder.glob("full-lr0.003-*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_grid_and_the_same_command_continues_it(tiny_model, tiny_data, tmp_path):
+    """Ctrl-C used to stop the runs under way, and the grid went on to start the next ones; run again, it
+    started every run afresh under new names."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    argv = ["--methods", "full", "--seeds", "1,2", "--results_dir", str(tmp_path), "--learning_rate", "1e-3"]
+    argv += [*shared_flags(tiny_model, tiny_data), "--num_train_epochs", "40", "--save_strategy", "steps"]
+    argv += ["--save_steps", "5"]  # 40 epochs of 6 steps: long enough to be caught under way
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    grid = subprocess.Popen([sys.executable, "compare.py", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("checkpoints/*/checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C: the runs have sessions of their own
+    _, stderr = grid.communicate(timeout=240)
+    assert grid.returncode == 130, stderr[-2000:]
+    assert "1 of 2 runs not started" in stderr and "python compare.py" in stderr
+    (stopped,) = tmp_path.glob("*.json")  # seed 2 never started
+    record = read_json(stopped)
+    assert record["status"] == "interrupted" and 5 <= record["step"] < 240
+
+    assert compare.main(argv) == 0
+    runs = sorted(p for p in tmp_path.glob("*.json") if not p.name.startswith("summary"))
+    assert len(runs) == 2 and stopped in runs
+    resumed = read_json(stopped)
+    assert resumed["status"] == "completed" and resumed["resumed"] and resumed["efficiency"]["train_steps"] == 240
+    assert resumed["segments"][0]["end_step"] == record["step"]
+    assert "full (2 runs)" in (tmp_path / "summary.md").read_text()
