@@ -118,30 +118,37 @@ def flag_value(words, flag):
 def table(folder):
     """Markdown rows, one per sweep in folder/<method>/, oldest first (the newest sets the tuned rate): the chosen
     rate, and each rate's mean held-out accuracy (%) with every seed's in brackets where there are several; a rate
-    that failed, or where a seed fell, is marked. A sweep on a subset (--train_size) names its size."""
+    that failed, or where a seed fell, is marked. A sweep on a subset (--train_size) names its size, and comes
+    after the sweeps on the whole set, smallest subset first."""
     lines = ["| method | chosen | held-out accuracy (%) at each rate |", "|---|---|---|"]
-    for method, path in ((m, p) for m in METHODS for p in sorted(glob.glob(os.path.join(folder, m, "sweep-*.json")))):
-        sweep = read_record(path)
-        cells = []
-        for rate in sweep["grid"]:
-            trials = [t for t in sweep["trials"] if t["learning_rate"] == rate]
-            if not all(t["status"] == "completed" for t in trials):
-                cells.append(f"{rate_text(rate)}: failed")
-                continue
-            scores = [100 * t["holdout_accuracy"] for t in trials]
-            text = f"{rate_text(rate)}: {statistics.fmean(scores):.1f}"
-            text = f"**{text}**" if rate == sweep["chosen_learning_rate"] else text
-            text += " (" + "/".join(f"{x:.1f}" for x in scores) + ")" if len(scores) > 1 else ""
-            falls = sum(t.get("fell", False) for t in trials)  # sweeps before 2026-11-27 did not record it
-            cells.append(text + (f" fell in {falls} of {len(trials)}" if falls else ""))
-        seeds = ", ".join(str(seed) for seed in sweep["seeds"])
-        size = flag_value(sweep.get("train_flags", []), "--train_size")
-        size = f"; {int(size):,} sentences" if size else ""
-        lines.append(
-            f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}{size}) "
-            f"| {rate_text(sweep['chosen_learning_rate'])} | {', '.join(cells)} |"
-        )
+    for method in METHODS:
+        sweeps = [read_record(path) for path in sorted(glob.glob(os.path.join(folder, method, "sweep-*.json")))]
+        for sweep in sorted(sweeps, key=lambda s: int(flag_value(s.get("train_flags", []), "--train_size") or 0)):
+            lines.append(table_row(method, sweep))
     return "\n".join(lines)
+
+
+def table_row(method, sweep):
+    """One sweep's row of table()."""
+    cells = []
+    for rate in sweep["grid"]:
+        trials = [t for t in sweep["trials"] if t["learning_rate"] == rate]
+        if not all(t["status"] == "completed" for t in trials):
+            cells.append(f"{rate_text(rate)}: failed")
+            continue
+        scores = [100 * t["holdout_accuracy"] for t in trials]
+        text = f"{rate_text(rate)}: {statistics.fmean(scores):.1f}"
+        text = f"**{text}**" if rate == sweep["chosen_learning_rate"] else text
+        text += " (" + "/".join(f"{x:.1f}" for x in scores) + ")" if len(scores) > 1 else ""
+        falls = sum(t.get("fell", False) for t in trials)  # sweeps before 2026-11-27 did not record it
+        cells.append(text + (f" fell in {falls} of {len(trials)}" if falls else ""))
+    seeds = ", ".join(str(seed) for seed in sweep["seeds"])
+    size = flag_value(sweep.get("train_flags", []), "--train_size")
+    size = f"; {int(size):,} sentences" if size else ""
+    return (
+        f"| {method} (seed{'s' * (len(sweep['seeds']) > 1)} {seeds}{size}) "
+        f"| {rate_text(sweep['chosen_learning_rate'])} | {', '.join(cells)} |"
+    )
 
 
 def main(argv=None) -> int:

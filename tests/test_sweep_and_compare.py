@@ -143,12 +143,12 @@ def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, caps
     write_json_atomic(tmp_path / "lora" / "sweep-20260104T000000Z.json", written_with_equals)
     assert sweep.main(["--table", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
-    assert rows[2:] == [  # oldest first
+    assert rows[2:] == [  # oldest first, the whole set's before the subsets', the smaller subset first
         "| lora (seed 1) | 1e-3 | **1e-3: 90.0** |",
         "| lora (seeds 1, 2) | 3e-2 | 5e-4: 55.0 (50.0/60.0), **3e-2: 85.0** (80.0/90.0), 3: failed, "
         "1e-2: 90.0 (95.0/85.0) fell in 1 of 2 |",
-        "| lora (seed 1; 1,000 sentences) | 1e-3 | **1e-3: 90.0** |",  # a sweep on a subset names its size
-        "| lora (seed 1; 300 sentences) | 1e-3 | **1e-3: 90.0** |",
+        "| lora (seed 1; 300 sentences) | 1e-3 | **1e-3: 90.0** |",  # a sweep on a subset names its size
+        "| lora (seed 1; 1,000 sentences) | 1e-3 | **1e-3: 90.0** |",
     ]
 
 
