@@ -202,20 +202,22 @@ CONTROL = "head"  # the head-only control: dashed, the line every method must cl
 
 def accuracy_vs_train_size(curve, records):
     """Dev accuracy against training sentences (log axis): mean over seeds, band: its 95 % interval, and each
-    seed's run as a faint dot. With a single size there is no band to draw, so each method gets an error bar,
-    side by side."""
+    seed's run as a faint dot. A method at a single size has no band to draw, so it gets an error bar. The
+    methods sit side by side around each size, so that their bars and dots do not hide one another."""
     fig, axis = plt.subplots(figsize=(7.4, 4.8))
     sizes = list(curve["sizes"])
     groups = {size: group_by_method([r for r in records if train_size_of(r) == size]) for size in sizes}
     methods = list(dict.fromkeys(m for entry in curve["sizes"].values() for m in entry["methods"]))
+    single = set()
     for index, method in enumerate(methods):
         points = [
             (s, curve["sizes"][s]["methods"][method]["accuracy"])
             for s in sizes
             if method in curve["sizes"][s]["methods"]
         ]
-        # one size: spread the methods a little along the log axis, so their bars and dots do not overlap
-        shift = 1.06 ** (index - (len(methods) - 1) / 2) if len(sizes) == 1 else 1.0
+        if len(points) == 1:
+            single.add(method)
+        shift = 1.04 ** (index - (len(methods) - 1) / 2)  # along the log axis: the same gap at every size
         xs, means = [s * shift for s, _ in points], [cell["mean"] for _, cell in points]
         runs = max(cell["runs"] for _, cell in points)
         style = "--" if method.split(" @ ")[0] == CONTROL else "-"
@@ -223,7 +225,7 @@ def accuracy_vs_train_size(curve, records):
         halves = [cell["ci95"] for _, cell in points]
         if any(h is not None for h in halves):
             halves = [h or 0.0 for h in halves]
-            if len(sizes) == 1:
+            if method in single:
                 axis.errorbar(xs, means, yerr=halves, fmt="none", ecolor=colour(method), capsize=3)
             else:
                 low, high = [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)]
@@ -248,13 +250,18 @@ def accuracy_vs_train_size(curve, records):
     axis.set_ylabel("dev accuracy (%)")
     axis.set_title(
         f"Dev accuracy vs training data\n{curve['budget']}\n"
-        f"{'bars' if len(sizes) == 1 else 'band'}: 95 % CI over seeds; faint dots: each seed",
+        f"{interval_marks(len(single), len(methods))}: 95 % CI over seeds; faint dots: each seed",
         fontsize=10,
     )
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (seeds)")
     fig.tight_layout()
     return fig
+
+
+def interval_marks(single, methods) -> str:
+    """How accuracy_vs_train_size draws the intervals, for its title."""
+    return "bars" if single == methods else "band" if not single else "band (a bar at a method's only size)"
 
 
 def draw_figures(groups, table) -> dict:

@@ -107,12 +107,15 @@ def test_the_table_and_the_figure_carry_the_runs_numbers(curve_folder):
     lines = {line.get_label().split(" (")[0]: line for line in drawn if line.get_label() != "_run"}
     for method in ("full", "lora", "head"):
         expected = [statistics.fmean(100 * a for a in ACCURACIES[method, size]) for size in (100, 1000)]
-        assert list(lines[method].get_xdata()) == [100, 1000]
+        x = list(lines[method].get_xdata())  # beside its size, by the same factor at every size (a log axis)
+        assert x[1] / x[0] == pytest.approx(10) and 0.9 < x[0] / 100 < 1.1
         assert list(lines[method].get_ydata()) == pytest.approx(expected)
+    assert len({lines[method].get_xdata()[0] for method in ("full", "lora", "head")}) == 3  # side by side
     assert lines["head"].get_linestyle() == "--"  # the control
     majority = [line for label, line in lines.items() if label.startswith("_")]
     assert [list(line.get_ydata()) for line in majority] == [[50.0, 50.0]]  # 4 of the 8 labels are 1
-    dots = sorted((x, y) for line in drawn if line.get_label() == "_run" for x, y in zip(*line.get_data()))
+    nearest = {x: min((100, 1000), key=lambda size: abs(x / size - 1)) for line in drawn for x in line.get_xdata()}
+    dots = sorted((nearest[x], y) for line in drawn if line.get_label() == "_run" for x, y in zip(*line.get_data()))
     expected = sorted((size, 100 * a) for (_, size), values in ACCURACIES.items() for a in values)  # each seed's run
     assert dots == pytest.approx(expected)
 
@@ -150,3 +153,22 @@ def test_a_curve_of_one_size_draws_each_method_s_interval_as_a_bar_side_by_side(
     xs = [line.get_xdata()[0] for line in means]
     assert len(set(xs)) == 3 and all(90 < x < 111 for x in xs)  # apart, and still at 100 on the log axis
     assert "bars: 95 % CI" in axis.get_title()
+
+
+def test_a_method_at_one_size_of_several_gets_a_bar_where_the_others_get_bands(curve_folder):
+    """A band needs two sizes: LoRA at 100 sentences alone used to show no interval at all."""
+    from summary import learning_curve
+
+    runs = [read_json(p) for p in curve_folder.glob("*-seed*.json")]
+    runs = [r for r in runs if (r["method"], r["config"]["train_size"]) != ("lora", 1000)]
+    axis = plot_results.accuracy_vs_train_size(learning_curve(runs), runs).axes[0]
+    (bar,) = [c for c in axis.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    values = [100 * a for a in ACCURACIES["lora", 100]]
+    half = t_975(2) * statistics.stdev(values) / 3**0.5
+    (segment,) = bar.lines[2][0].get_segments()
+    assert [y for _, y in segment] == pytest.approx(
+        [statistics.fmean(values) - half, statistics.fmean(values) + half], abs=0.01
+    )
+    bands = [c for c in axis.collections if isinstance(c, matplotlib.collections.PolyCollection)]
+    assert len(bands) == 2  # full and head
+    assert "band (a bar at a method's only size): 95 % CI" in axis.get_title()
