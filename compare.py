@@ -8,9 +8,9 @@ its own file, <results_dir>/<grid>-<method>-seed<seed>.json, so parallel runs ne
 With --jobs N, N runs go at once: one per visible GPU, or N CPU processes sharing the cores.
 Then plot_results.py writes summary.md, summary.json and the figures for the folder.
 
-Ctrl-C (or SIGTERM) starts no more runs and stops those under way at a checkpoint. The same command with the same
---results_dir continues the grid: a run that completed there with the same flags, versions, device and threads is
-taken as it is, and an interrupted one resumes from its checkpoint.
+Ctrl-C (or SIGTERM to the process group, as `timeout` sends) starts no more runs, and stops those under way at a
+checkpoint. The same command with the same --results_dir continues the grid: a run that completed there with the
+same flags, versions, device and threads is taken as it is, and an interrupted one resumes from its checkpoint.
 
 With --train_sizes, each size is a stratified random subset of the training file (--train_size: nested, from a
 fixed seed), and every size trains for the same --budget_steps optimizer steps, cycling over its sentences: a
@@ -24,7 +24,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -108,46 +107,27 @@ def child_environment(here, slot) -> dict:
 
 
 class StopGrid:
-    """Ctrl-C or SIGTERM: start no more runs, and pass the signal on to each run under way, which saves a checkpoint.
+    """Ctrl-C or SIGTERM: start no more runs, and wait for those under way.
 
-    The runs have sessions of their own, so a terminal's Ctrl-C reaches them only through here, once: a run takes a
-    second one as "stop at once, no checkpoint", which is what a second Ctrl-C here passes on.
+    The runs share this process group, so the terminal's Ctrl-C (or `timeout`'s SIGTERM) reaches each of them
+    too, once: each saves a checkpoint and stops, and a second Ctrl-C stops them at once. Passing the signal on
+    from here would make the first one count twice.
     """
 
     def __init__(self):
-        self.received, self.running, self._previous = None, set(), {}
-        # A run starts either before a signal, and gets it, or not at all. Reentrant: a second Ctrl-C can come
-        # while the handler of the first holds it.
-        self.lock = threading.RLock()
+        self.received, self._previous = None, {}
 
     def _handle(self, number, frame):
-        print(f"\n{signal.Signals(number).name}: stopping the runs under way at a checkpoint.", file=sys.stderr)
-        with self.lock:
-            self.received = number
-            for process in self.running:
-                process.send_signal(number)
+        if self.received is None:
+            print(f"\n{signal.Signals(number).name}: starting no more runs.", file=sys.stderr)
+        self.received = number
 
     def start(self, command, env):
-        """The run's process, or None once a signal has come."""
-        with self.lock:
-            if self.received:
-                return None
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # signals come through here, once
-            )
-            self.running.add(process)
-            return process
-
-    def finish(self, process):
-        stdout, stderr = process.communicate()
-        with self.lock:
-            self.running.discard(process)
-        return stdout, stderr
+        """The run's process, or None once a signal has come. (A run started in the instant between the signal and
+        its handler here misses it, and runs to its end.)"""
+        if self.received:
+            return None
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def __enter__(self):
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -204,7 +184,7 @@ def main(argv=None) -> int:
         process = stop.start([sys.executable, os.path.join(HERE, "train_peft.py"), *flags], {**os.environ, **slot})
         if process is None:
             return None
-        stdout, stderr = stop.finish(process)
+        stdout, stderr = process.communicate()
         last = (stdout.strip().splitlines() or [""])[-1] if process.returncode == 0 else stderr.strip()[-500:]
         print(f"[{where}] exit {process.returncode} after {time.perf_counter() - started:.0f} s: {last}", flush=True)
         return process.returncode

@@ -243,11 +243,18 @@ def test_ctrl_c_stops_the_grid_and_the_same_command_continues_it(tiny_model, tin
     argv += [*shared_flags(tiny_model, tiny_data), "--num_train_epochs", "40", "--save_strategy", "steps"]
     argv += ["--save_steps", "5"]  # 40 epochs of 6 steps: long enough to be caught under way
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    grid = subprocess.Popen([sys.executable, "compare.py", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    grid = subprocess.Popen(  # a process group of its own, as a shell gives a command
+        [sys.executable, "compare.py", *argv],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob("checkpoints/*/checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    grid.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C: the runs have sessions of their own
+    os.killpg(grid.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the grid and its runs alike
     _, stderr = grid.communicate(timeout=240)
     assert grid.returncode == 130, stderr[-2000:]
     assert "1 of 2 runs not started" in stderr and "python compare.py" in stderr
