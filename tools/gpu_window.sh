@@ -35,7 +35,7 @@ for part in "$@"; do
             --model_name sentence-transformers/all-MiniLM-L6-v2 --data_dir .carry/sst2 --num_train_epochs 1 \
             --save_strategy no $EXTRA 2>&1 | tee "$OUT/$part.log"
         code=${PIPESTATUS[0]}
-        tar czf "$OUT/whole.tgz" "$WHOLE"
+        tar czf "$OUT/whole.tgz" --exclude=checkpoints "$WHOLE"  # a run the limit stopped saved one: too big
     else
         # shellcheck disable=SC2086
         timeout -k 10 "$PART_LIMIT_S" python3 gpu_report.py --part "$part" --model_name_or_path .carry/minilm \
