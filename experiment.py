@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+import datasets
 import torch
 import torch.fx.experimental._config
 from accelerate.utils import gather_object
@@ -247,8 +248,9 @@ def _check_writable(results_dir):
 def run(experiment, training, recipe, command=()) -> dict:
     """Trains and evaluates one configuration, writes results/<run_name>.json and returns its content."""
     started = time.perf_counter()
-    if training.disable_tqdm:  # the Trainer's bars only, unless transformers is told too (loading, saving)
+    if training.disable_tqdm:  # the Trainer's bars only, unless transformers and datasets are told too
         hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     if note := tuned_rate_note(experiment, training):
         print(note)
     path = results_path(experiment.results_dir, training.run_name)

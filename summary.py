@@ -58,8 +58,25 @@ ORIGINAL_ROWS = ("accuracy", "train_loss", "trainable", "memory", "time")  # the
 DISTINGUISHING = {
     "lr": lambda r: r.get("config", {}).get("training_arguments", {}).get("learning_rate"),
     "recipe": lambda r: r.get("config", {}).get("recipe"),
-    "precision": lambda r: "bf16" if r.get("config", {}).get("training_arguments", {}).get("bf16") else "fp32",
+    "precision": lambda r: precision_text(r.get("config", {})),
+    "batch": lambda r: batch_text(r.get("config", {}).get("training_arguments", {})),
 }
+
+
+def precision_text(config) -> str:
+    """'fp32'; 'bf16' for bf16 autocast with the frozen weights stored in bf16 (the fast recipe's, on a GPU); or
+    'bf16, frozen fp32' where they stayed in fp32 (--bf16_frozen_weights False)."""
+    if not config.get("training_arguments", {}).get("bf16"):
+        return "fp32"
+    return "bf16, frozen fp32" if config.get("bf16_frozen_weights") is False else "bf16"  # unrecorded: bf16
+
+
+def batch_text(arguments) -> str:
+    """'16', or '8x2' for 8 sentences a step and 2 steps of accumulation: the same batch, computed otherwise."""
+    size, steps = arguments.get("per_device_train_batch_size"), arguments.get("gradient_accumulation_steps", 1)
+    return f"{size}x{steps}" if steps and steps > 1 else f"{size}"
+
+
 # Settings that compute the same step up to rounding: runs under both values, paired by seed, show whether
 # they also learn the same. {setting: (one value, the value it is measured against, summary.json's key)}
 PAIRED = {"recipe": ("fast", "original", "recipes_paired"), "precision": ("bf16", "fp32", "precision_paired")}

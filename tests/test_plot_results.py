@@ -189,6 +189,30 @@ def test_a_pair_differs_in_its_own_setting_only(tmp_path):
     assert (precisions["rows"][0]["only_bf16_right"], precisions["rows"][0]["only_fp32_right"]) == (0, 4)
 
 
+def test_runs_that_differ_in_batch_or_in_how_frozen_weights_are_stored_are_not_one_group():
+    """Batch 8 with 2 steps of accumulation is not batch 16, and bf16 autocast with frozen weights kept in fp32 is
+    not the fast recipe's bf16: each used to be averaged with the other as one method's runs."""
+    runs = []
+    for size, steps in ((16, 1), (8, 2)):
+        run = record("full", 0.8, 10, f"full-{size}x{steps}")
+        run["config"]["training_arguments"] |= {
+            "per_device_train_batch_size": size,
+            "gradient_accumulation_steps": steps,
+        }
+        runs.append(run)
+    for frozen in (False, True):
+        run = record("prefix", 0.7, 10, f"prefix-{frozen}")
+        run["config"] |= {"bf16_frozen_weights": frozen}
+        run["config"]["training_arguments"]["bf16"] = True
+        runs.append(run)
+    assert list(group_by_method(runs)) == [
+        "full @ batch 16",
+        "full @ batch 8x2",
+        "prefix @ precision bf16, frozen fp32",
+        "prefix @ precision bf16",
+    ]
+
+
 def test_recipes_pair_even_when_runs_record_no_learning_rate():
     """The results contract does not require the rate; pairing must not need it either."""
     runs = [record("full", 1.0, 10, f"full-{recipe}", seed=1) for recipe in ("fast", "original")]
