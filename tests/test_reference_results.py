@@ -696,3 +696,46 @@ def test_the_readme_s_claims_on_the_300_sentence_sweeps_are_the_trials():
     )
     assert f"{100 * low['prefix', 2e-4, 4]['metrics']['eval_accuracy']:.1f}" == "57.0"
     assert "at 2e-4 with seed 4 it stayed there at 1,000 and reached only 57.0 % at 300" in readme
+
+
+def test_the_readme_s_loss_scaling_and_frozen_weights_checks_are_the_committed_runs():
+    """The numbers quoted for gradient accumulation and for frozen weights stored in bf16, from their runs."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+
+    def run(folder, name):
+        with open(os.path.join(REFERENCE, folder, f"{name}.json")) as handle:
+            return json.load(handle)
+
+    def score(record):
+        metrics = record["metrics"]
+        return f"{100 * metrics['eval_correct'] / metrics['eval_total']:.2f} % ({metrics['eval_correct']}/872)"
+
+    small, large = (run("grad-accumulation-minilm-4000", f"full-batch{b}") for b in ("8x2", "16"))
+    for record, (size, steps) in ((small, (8, 2)), (large, (16, 1))):
+        arguments = record["config"]["training_arguments"]
+        assert (arguments["per_device_train_batch_size"], arguments["gradient_accumulation_steps"]) == (size, steps)
+        assert (arguments["learning_rate"], arguments["seed"], record["data"]["train_sentences"]) == (5e-5, 42, 4000)
+    assert (
+        f"batch 8 with 2 accumulation steps logged a train loss of {small['metrics']['train_loss']:.4f} under the "
+        f"pipeline's scaling and reached {score(small)}, and batch 16 logged {large['metrics']['train_loss']:.4f} "
+        f"and reached {score(large)}"
+    ) in readme
+
+    said = []
+    for method in ("prefix", "lora"):
+        fp32, bf16 = (run("frozen-bf16-minilm-4000", f"{method}-frozen-{kind}") for kind in ("fp32", "bf16"))
+        assert [r["config"]["bf16_frozen_weights"] for r in (fp32, bf16)] == [False, True]
+        assert all(
+            r["config"]["training_arguments"]["bf16"] and r["config"]["lr_preset"] == "tuned" for r in (fp32, bf16)
+        )
+        only_fp32, only_bf16, p = exact_mcnemar(fp32["predictions"], bf16["predictions"], fp32["labels"])
+        said.append((score(fp32), score(bf16), only_fp32, only_bf16, p))
+    (prefix_fp32, prefix_bf16, only_fp32, only_bf16, p), (lora_fp32, lora_bf16, *_, lora_p) = said
+    assert (
+        f"prefix tuning reached {prefix_fp32} with fp32 storage and {prefix_bf16} with bf16 (McNemar p = {p:.1g}: "
+        f"{only_fp32} sentences only fp32 storage got right, {only_bf16} only bf16), LoRA {lora_fp32} and {lora_bf16} "
+        f"(p = {lora_p:.2g})"
+    ) in readme
+    gap = float(prefix_bf16.split(" %")[0]) - float(prefix_fp32.split(" %")[0])
+    assert f"Prefix tuning's {gap:.2f} points are less than the two recipes" in readme and gap < 3.10
