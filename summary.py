@@ -60,7 +60,17 @@ DISTINGUISHING = {
     "recipe": lambda r: r.get("config", {}).get("recipe"),
     "precision": lambda r: precision_text(r.get("config", {})),
     "batch": lambda r: batch_text(r.get("config", {}).get("training_arguments", {})),
+    "optimizer": lambda r: chosen_optimizer(r),
 }
+
+
+def chosen_optimizer(record) -> str:
+    """The optimizer where the command chose it, else "the recipe's": a recipe's own (fused AdamW, or the
+    original's adamw_torch) goes with the recipe, which already tells the runs apart."""
+    words = (record.get("command") or "").split()
+    if any(word == "--optim" or word.startswith("--optim=") for word in words):
+        return record.get("config", {}).get("training_arguments", {}).get("optim")
+    return "the recipe's"
 
 
 def precision_text(config) -> str:

@@ -189,9 +189,10 @@ def test_a_pair_differs_in_its_own_setting_only(tmp_path):
     assert (precisions["rows"][0]["only_bf16_right"], precisions["rows"][0]["only_fp32_right"]) == (0, 4)
 
 
-def test_runs_that_differ_in_batch_or_in_how_frozen_weights_are_stored_are_not_one_group():
-    """Batch 8 with 2 steps of accumulation is not batch 16, and bf16 autocast with frozen weights kept in fp32 is
-    not the fast recipe's bf16: each used to be averaged with the other as one method's runs."""
+def test_runs_that_differ_in_batch_frozen_weights_or_a_chosen_optimizer_are_not_one_group():
+    """Batch 8 with 2 steps of accumulation is not batch 16, bf16 autocast with frozen weights kept in fp32 is not
+    the fast recipe's bf16, and an optimizer typed on the command line is not the recipe's: each used to be
+    averaged with the other as one method's runs."""
     runs = []
     for size, steps in ((16, 1), (8, 2)):
         run = record("full", 0.8, 10, f"full-{size}x{steps}")
@@ -205,11 +206,18 @@ def test_runs_that_differ_in_batch_or_in_how_frozen_weights_are_stored_are_not_o
         run["config"] |= {"bf16_frozen_weights": frozen}
         run["config"]["training_arguments"]["bf16"] = True
         runs.append(run)
+    for optim in (None, "adamw_torch"):  # the recipe's own optimizer, and one the command chose
+        run = record("lora", 0.7, 10, f"lora-{optim}")
+        run["config"]["training_arguments"]["optim"] = optim or "adamw_torch_fused"
+        run["command"] = "python train_peft.py --method lora" + (f" --optim {optim}" if optim else "")
+        runs.append(run)
     assert list(group_by_method(runs)) == [
         "full @ batch 16",
         "full @ batch 8x2",
         "prefix @ precision bf16, frozen fp32",
         "prefix @ precision bf16",
+        "lora @ optimizer the recipe's",
+        "lora @ optimizer adamw_torch",
     ]
 
 
