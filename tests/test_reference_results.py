@@ -739,3 +739,29 @@ def test_the_readme_s_loss_scaling_and_frozen_weights_checks_are_the_committed_r
     ) in readme
     gap = float(prefix_bf16.split(" %")[0]) - float(prefix_fp32.split(" %")[0])
     assert f"Prefix tuning's {gap:.2f} points are less than the two recipes" in readme and gap < 3.10
+
+
+def test_the_readme_s_rounding_runs_without_dropout_are_the_committed_runs():
+    """Two identical runs agree prediction for prediction; a change of optimizer kernel or of padding does not."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    folder = os.path.join(REFERENCE, "no-dropout-minilm-4000")
+    runs = {}
+    for name in ("prefix-fast-1", "prefix-fast-2", "prefix-fast-adamw-torch", "prefix-original"):
+        with open(os.path.join(folder, f"{name}.json")) as handle:
+            runs[name] = json.load(handle)
+    for run in runs.values():
+        arguments = run["config"]["training_arguments"]
+        assert (arguments["learning_rate"], arguments["seed"], run["environment"]["cpu_threads"]) == (1e-3, 42, 1)
+        assert run["model"]["name"] == "all-MiniLM-L6-v2-no-dropout" and run["data"]["train_sentences"] == 4000
+    one, two = runs["prefix-fast-1"], runs["prefix-fast-2"]
+    assert one["predictions"] == two["predictions"]
+    assert runs["prefix-fast-adamw-torch"]["config"]["training_arguments"]["optim"] == "adamw_torch"
+    assert one["config"]["training_arguments"]["optim"] == "adamw_torch_fused"
+    assert runs["prefix-original"]["config"]["recipe"] == "original"
+    accuracy = {name: 100 * run["metrics"]["eval_accuracy"] for name, run in runs.items()}
+    assert f"the same fast run repeated gave {accuracy['prefix-fast-1']:.2f} % both times" in readme
+    assert f"a change of rounding only, gave {accuracy['prefix-fast-adamw-torch']:.2f} %" in readme
+    assert f"padding to 128 (`--recipe original`) gave {accuracy['prefix-original']:.2f} %" in readme
+    gap = accuracy["prefix-fast-adamw-torch"] - accuracy["prefix-fast-1"]
+    assert f"rounding alone moved one run by {gap:.2f} points" in readme
