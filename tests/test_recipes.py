@@ -1,11 +1,13 @@
 """The two recipes: what each sets, that they learn the same thing, and that length buckets are harmless."""
 
 import json
+import os
 
 import pytest
 import torch
-from conftest import tiny_argv, toy_sentences, write_tsv
+from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -313,3 +315,27 @@ def test_bench_variants_add_rows_and_a_bad_one_fails_alone(tmp_path, capsys):
     assert padded["samples_per_s"] == pytest.approx(32_000 / padded["ms_per_step"], abs=0.1)
     speedup = (plain["ms_per_step"] / 16) / (padded["ms_per_step"] / 32)
     assert padded["speedup"] == pytest.approx(speedup, abs=1e-3)
+
+
+def test_the_same_step_check_finds_the_key_biases_zero_and_the_rest_equal(tiny_model, tiny_data, tmp_path):
+    """tools/same_step.py on the tiny model: the key biases' gradient is zero in exact arithmetic (softmax ignores a
+    shift shared by every key), so it lands apart; every other gradient agrees across the two paddings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("same_step", os.path.join(ROOT, "tools", "same_step.py"))
+    same_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same_step)
+    output = tmp_path / "same_step.json"
+    argv = ["--model_name_or_path", tiny_model, "--data_dir", tiny_data, "--max_seq_length", "64"]
+    assert same_step.main([*argv, "--output", str(output)]) == 0
+    report = read_json(output)
+    full, prefix = report["rows"]
+    layers = AutoConfig.from_pretrained(tiny_model).num_hidden_layers
+    assert sorted(full["zero_gradient_tensors"]) == [
+        f"bert.encoder.layer.{i}.attention.self.key.bias" for i in range(layers)
+    ]
+    assert full["widths"][0] == 64  # prefix tuning's is shorter: its virtual tokens take positions too
+    for row in (full, prefix):
+        assert row["widths"][0] > row["widths"][1]
+        assert row["loss_difference"] < 1e-6 and row["max_relative_gradient_difference"] < 1e-4
+    assert tiny_model not in report["command"] and report["kind"] == "same_step"

@@ -765,3 +765,22 @@ def test_the_readme_s_rounding_runs_without_dropout_are_the_committed_runs():
     assert f"padding to 128 (`--recipe original`) gave {accuracy['prefix-original']:.2f} %" in readme
     gap = accuracy["prefix-fast-adamw-torch"] - accuracy["prefix-fast-1"]
     assert f"rounding alone moved one run by {gap:.2f} points" in readme
+
+
+def test_the_readme_s_same_step_numbers_are_the_committed_check():
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    with open(os.path.join(REFERENCE, "same-step-minilm", "same_step.json")) as handle:
+        report = json.load(handle)
+    full, prefix = report["rows"]
+    assert (full["method"], prefix["method"]) == ("full", "prefix") and full["widths"] == [128, 29]
+    assert full["loss_padded"] == full["loss_longest"] and prefix["loss_padded"] == prefix["loss_longest"]
+    assert "(29 tokens)" in readme and "The loss is the same to the last bit" in readme
+    assert (
+        f"within {full['max_relative_gradient_difference']:.1e} of its tensor's largest value for full fine-tuning, "
+        f"{prefix['max_relative_gradient_difference']:.1e} for prefix tuning"
+    ).replace("e-0", "e-") in readme
+    zero = full["zero_gradient_tensors"]
+    assert sorted(zero) == [f"bert.encoder.layer.{i}.attention.self.key.bias" for i in range(6)]
+    assert not prefix["zero_gradient_tensors"]
+    assert f"{min(zero.values()):.0e} to {max(zero.values()):.0e} here" in readme
