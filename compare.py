@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import plot_results
 from config import ConfigError, refuse_flags
 from methods import METHODS
+from resilience import CatchesStopSignals
 from results import earlier_run, utc_stamp
 from utils import environment
 
@@ -106,7 +107,7 @@ def child_environment(here, slot) -> dict:
     return {**here, "cpu_threads": int(slot["OMP_NUM_THREADS"])} if "OMP_NUM_THREADS" in slot else here
 
 
-class StopGrid:
+class StopGrid(CatchesStopSignals):
     """Ctrl-C or SIGTERM: start no more runs, and wait for those under way.
 
     The runs share this process group, so the terminal's Ctrl-C (or `timeout`'s SIGTERM) reaches each of them
@@ -115,7 +116,7 @@ class StopGrid:
     """
 
     def __init__(self):
-        self.received, self._previous = None, {}
+        self.received = None
 
     def _handle(self, number, frame):
         if self.received is None:
@@ -128,15 +129,6 @@ class StopGrid:
         if self.received:
             return None
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def __enter__(self):
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
 
 def main(argv=None) -> int:

@@ -119,12 +119,23 @@ class ResilientTrainer(CompletePeftCheckpoints):
         return loss
 
 
-class StopOnSignal(TrainerCallback):
+class CatchesStopSignals:
+    """Inside a `with` block, Ctrl-C and SIGTERM go to self._handle; the previous handlers come back after it."""
+
+    def __enter__(self):
+        self._previous = {number: signal.signal(number, self._handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class StopOnSignal(CatchesStopSignals, TrainerCallback):
     """Turns Ctrl-C and SIGTERM into: save a checkpoint after this step, then stop. A second Ctrl-C stops at once."""
 
     def __init__(self):
         self.received = None
-        self._previous = {}
 
     def _handle(self, number, frame):
         if self.received is not None:
@@ -136,15 +147,6 @@ class StopOnSignal(TrainerCallback):
             file=sys.stderr,
             flush=True,
         )
-
-    def __enter__(self):
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.received is not None:
