@@ -10,9 +10,11 @@ train set: read from --data_dir (with --model_name_or_path's tokenizer), else dr
 SST2_TRAIN_LENGTHS. Prints a table and writes results/bench/bench-<UTC time>.json.
 """
 
+import cProfile
 import gc
 import math
 import os
+import pstats
 import random
 import re
 import shlex
@@ -195,16 +197,61 @@ class StepTimer(TrainerCallback):
         self.end = self._now()
 
 
+class StageTimer(TrainerCallback):
+    """Wall time of each stage of the timed steps, read at the Trainer's own callbacks, with no sync.
+
+    While the GPU waits on the host, as a step that launches CUDA graphs does, a stage's time is the host's work
+    in it: where a host-bound step goes. On a CPU it includes the compute. The stages, in the Trainer's order:
+    the batch (and the last step's logging) before on_step_begin; forward, backward and gradient clipping up to
+    on_pre_optimizer_step; the optimizer's step up to on_optimizer_step; the scheduler and zero_grad up to
+    on_step_end."""
+
+    STAGES = ("batch", "forward_backward_clip", "optimizer", "scheduler_zero_grad")
+
+    def __init__(self, warmup_steps):
+        self.warmup_steps = warmup_steps
+        self.totals, self.steps, self.last, self.counting = dict.fromkeys(self.STAGES, 0.0), 0, None, False
+
+    def _lap(self, stage):
+        now = time.perf_counter()
+        if self.counting and self.last is not None:
+            self.totals[stage] += now - self.last
+        self.last = now
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.counting = state.global_step >= self.warmup_steps  # steps done so far: this one is timed
+        self._lap("batch")
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._lap("forward_backward_clip")
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self._lap("optimizer")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._lap("scheduler_zero_grad")
+        self.steps += self.counting
+
+    def ms_per_step(self):
+        return (
+            {stage: round(1000 * total / self.steps, 3) for stage, total in self.totals.items()} if self.steps else None
+        )
+
+
 class StepProfiler(TrainerCallback):
     """torch.profiler over a few steps after the warm-up: where a step's time goes, host and device.
 
-    Leaves `summary`: the share of the window the GPU was busy, host milliseconds per step (CPU time inside
-    the profiled operations), kernel launches per step (a CUDA graph's replay counts once) and host-device
-    synchronisations per step.
+    Leaves `summary`: the device's kernel milliseconds per step and the share of the window they fill (GPU busy),
+    host milliseconds per step (CPU time inside the profiled operations) and the operations that take most of
+    it, kernel launches per step (a CUDA graph's replay counts once) and host-device synchronisations per step.
+    Then cProfile over as many steps again, for the Python functions with the most host time: the torch
+    profiler sees operations, not the Python between them (the first H100 profile left 89% of its host time
+    outside its table's rows).
     """
 
     LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
     SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+    TOP_HOST = 15  # operations with the most host time, kept in the summary
 
     def __init__(self, warmup_steps, trace_path, steps=10):
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -215,6 +262,7 @@ class StepProfiler(TrainerCallback):
         self.profiler = torch.profiler.profile(activities=activities, schedule=schedule)
         self.window = [None, None]
         self.summary = None
+        self.python, self.python_steps = cProfile.Profile(), 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.profiler.start()
@@ -223,31 +271,73 @@ class StepProfiler(TrainerCallback):
         self.profiler.step()
         if state.global_step in (self.warmup_steps, self.warmup_steps + self.steps):
             self.window[state.global_step != self.warmup_steps] = StepTimer._now()
+        python_window = self.warmup_steps + self.steps, self.warmup_steps + 2 * self.steps
+        if state.global_step == python_window[0]:
+            self.python.enable()
+        elif python_window[0] < state.global_step <= python_window[1]:
+            self.python_steps += 1
+            if state.global_step == python_window[1]:
+                self.python.disable()
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.python.disable()
         self.profiler.stop()
         self.profiler.export_chrome_trace(self.trace_path)
         averages = self.profiler.key_averages()
-        sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-        print(averages.table(sort_by=sort, row_limit=25))
+        if torch.cuda.is_available():
+            print(averages.table(sort_by="self_cuda_time_total", row_limit=25))
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=25))  # a host-bound step: where it goes
         print(f"profile of {self.steps} steps -> {self.trace_path} (open in chrome://tracing or Perfetto)")
         self.summary = self.summarise(averages)
+        if self.python_steps:
+            pstats.Stats(self.python).sort_stats("tottime").print_stats(self.TOP_HOST)
+            self.summary["python_steps"] = self.python_steps
+            self.summary["top_python_ms_per_step"] = top_python(self.python, self.python_steps, self.TOP_HOST)
 
     def summarise(self, averages):
         wall_ms = 1000 * (self.window[1] - self.window[0]) if None not in self.window else None
         count = lambda names: sum(e.count for e in averages if e.key in names) / self.steps  # noqa: E731
-        on_device = [e for e in averages if str(getattr(e, "device_type", "")).endswith("CUDA")]
-        device_us = sum(getattr(e, "self_device_time_total", 0) for e in on_device)
         on_gpu = torch.cuda.is_available()
+        kernel_ms = kernel_time_us(averages) / 1000
+        host = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[: self.TOP_HOST]
         return {
             "steps": self.steps,
             "ms_per_step": round(wall_ms / self.steps, 3) if wall_ms else None,
-            "gpu_busy_fraction": round(min(1.0, device_us / 1000 / wall_ms), 3) if on_gpu and wall_ms else None,
+            "kernel_ms_per_step": round(kernel_ms / self.steps, 3) if on_gpu else None,
+            "gpu_busy_fraction": round(min(1.0, kernel_ms / wall_ms), 3) if on_gpu and wall_ms else None,
             "host_ms_per_step": round(sum(e.self_cpu_time_total for e in averages) / 1000 / self.steps, 3),
             "kernel_launches_per_step": round(count(self.LAUNCHES), 1) if on_gpu else None,
             "syncs_per_step": round(count(self.SYNCS), 1) if on_gpu else None,
+            "top_host_ms_per_step": {e.key[:80]: round(e.self_cpu_time_total / 1000 / self.steps, 3) for e in host},
             "trace": os.path.basename(self.trace_path),
         }
+
+
+def top_python(profile, steps, count):
+    """{function: [own ms, ms with its callees] per step} of the `count` functions with the most own time."""
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (primitive calls, calls, own s, cumulative s, callers)
+    top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:count]
+    where = lambda file: file.split("site-packages" + os.sep)[-1] if "site-packages" in file else os.path.basename(file)  # noqa: E731
+    return {
+        (name if file == "~" else f"{where(file)}:{line}({name})"): [  # "~": a built-in, such as a torch op
+            round(1000 * own / steps, 3),
+            round(1000 * cumulative / steps, 3),
+        ]
+        for (file, line, name), (_, _, own, cumulative, _) in top
+    }
+
+
+def kernel_time_us(events):
+    """Time the device spent in kernels and copies, in microseconds: the events on the device that are not
+    annotations. The profiler mirrors each annotation (a ProfilerStep, the optimizer step, a compiled graph's
+    call) on the device's timeline, spanning the kernels under it, so counting those too counts the kernels
+    twice or more (an H100 profile read GPU busy 0.691 where the kernels took 0.124: results/gpu_report.json).
+    The same rule as the total of torch's own profiler table."""
+    return sum(
+        e.self_device_time_total
+        for e in events
+        if str(getattr(e, "device_type", "")).endswith("CUDA") and not getattr(e, "is_user_annotation", False)
+    )
 
 
 def model_factory(bench):
@@ -360,8 +450,8 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     data = sentences.select(range(steps * bench.batch_size))
     if experiment.pad_to_max_length:
         data = pad_to_max_length(data, tokenizer, max_length)
-    timer = StepTimer(bench.warmup_steps)
-    callbacks = [timer]
+    timer, stages = StepTimer(bench.warmup_steps), StageTimer(bench.warmup_steps)
+    callbacks = [timer, stages]
     if bench.profile:
         os.makedirs(bench.results_dir, exist_ok=True)
         suffix = "-" + re.sub(r"[^A-Za-z0-9]+", "_", variant).strip("_") if variant else ""
@@ -400,6 +490,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
             + bench.epochs * (eval_s or 0.0),
             1,
         ),
+        "host_ms_per_stage": stages.ms_per_step(),
         "settings": {**{name: ran[name] for name in settings}, "max_length": max_length},  # as run, variant included
     }
     if bench.profile:

@@ -98,7 +98,7 @@ def sst2_lengths(report, tokenizer, split):
 def bench_arguments(report, profile=False):
     return bench.BenchArguments(
         warmup_steps=report.warmup_steps,
-        measure_steps=report.profile_steps if profile else report.measure_steps,
+        measure_steps=2 * report.profile_steps if profile else report.measure_steps,  # torch's profiler, then cProfile
         epochs=PROTOCOL_EPOCHS,
         quick=report.quick,
         use_cpu=report.use_cpu,
@@ -294,6 +294,20 @@ def markdown(report) -> str:
                 f"{r['warmup_s']:.1f} | {r['peak_memory_mb']} | {r['peak_memory_reserved_mb']} | {r['eval_s']} | "
                 f"{r['projected_protocol_s'] / 60:.1f} min |"
             )
+    staged = [r for r in report.get("bench", []) if r.get("host_ms_per_stage")]
+    if staged:
+        lines += [
+            "",
+            "Each timed step by stage, host wall time between the Trainer's callbacks (no sync: the host's own work "
+            "while the GPU waits on it), ms:",
+            "",
+            "| method | recipe | batch | forward, backward, clipping | optimizer | scheduler, zero_grad |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in staged:
+            lines.append(
+                f"| {r['method']} | {r['recipe']} | " + " | ".join(map(str, r["host_ms_per_stage"].values())) + " |"
+            )
     if report.get("end_to_end"):
         lines += [
             "",
@@ -331,9 +345,18 @@ def markdown(report) -> str:
         lines += [
             "",
             f"Profile of {p['steps']} fast full fine-tuning steps: {p['ms_per_step']} ms per step under the profiler, "
-            f"GPU busy {p['gpu_busy_fraction']}, host {p['host_ms_per_step']} ms per step, "
-            f"{p['kernel_launches_per_step']} kernel launches and {p['syncs_per_step']} synchronisations per step.",
+            f"{p.get('kernel_ms_per_step', 'n/a')} ms of kernels per step (GPU busy {p['gpu_busy_fraction']}), host "
+            f"{p['host_ms_per_step']} ms per step, {p['kernel_launches_per_step']} kernel launches and "
+            f"{p['syncs_per_step']} synchronisations per step.",
         ]
+        if p.get("top_python_ms_per_step"):
+            top = list(p["top_python_ms_per_step"].items())[:5]
+            lines[-1] += (
+                f" The Python functions with the most own host time, over {p['python_steps']} more steps under "
+                "cProfile (ms per step): " + ", ".join(f"`{name}` {own}" for name, (own, _) in top) + "."
+            )
+        if p.get("note"):
+            lines[-1] += f" {p['note']}"
     return "\n".join(lines)
 
 

@@ -62,6 +62,9 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
         assert row["projected_protocol_s"] == pytest.approx(
             row["warmup_s"] + (steps - row["warmup_steps"]) * row["ms_per_step"] / 1000 + 10 * row["eval_s"], abs=0.1
         )
+        # the stages, timed at the Trainer's callbacks, tile the timed steps that StepTimer times from outside
+        assert list(row["host_ms_per_stage"]) == ["batch", "forward_backward_clip", "optimizer", "scheduler_zero_grad"]
+        assert sum(row["host_ms_per_stage"].values()) == pytest.approx(row["ms_per_step"], rel=0.1)
     runs = {(r["script"], r["recipe"]): r for r in report["end_to_end"]}
     assert set(runs) == {("train_finetune.py", "fast"), ("train_prefix.py", "fast"), ("train_finetune.py", "original")}
     for run in runs.values():
@@ -73,6 +76,31 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
     assert set(report["commands"]) == {"bench_full", "bench_prefix", "end_to_end_full", "end_to_end_prefix", "original"}
     assert all(tiny_model not in command and tiny_data not in command for command in report["commands"].values())
     assert "python gpu_report.py --part bench_full" in gpu_report.markdown(report)
+
+
+@pytest.mark.slow
+def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, tmp_path):
+    output = tmp_path / "report.json"
+    flags = [
+        "--quick",
+        "--use_cpu",
+        "--model_name_or_path",
+        tiny_model,
+        "--data_dir",
+        tiny_data,
+        "--output",
+        str(output),
+    ]
+    assert gpu_report.main(["--part", "profile", "--profile_steps", "3", *flags]) == 0
+    profile = read_json(output)["profile"]
+    assert profile["steps"] == 3 and profile["python_steps"] == 3  # torch's profiler, then cProfile, 3 steps each
+    assert profile["kernel_ms_per_step"] is None and profile["gpu_busy_fraction"] is None  # a CPU has no kernels
+    assert "aten::mm" in profile["top_host_ms_per_step"] or "aten::addmm" in profile["top_host_ms_per_step"]
+    own, cumulative = zip(*profile["top_python_ms_per_step"].values())
+    assert list(own) == sorted(own, reverse=True) and all(o <= c for o, c in zip(own, cumulative))
+    assert any("run_backward" in name for name in profile["top_python_ms_per_step"])  # autograd, by its name
+    assert (tmp_path / "trace-full-fast.json").is_file()
+    assert "Python functions with the most own host time" in gpu_report.markdown(read_json(output))
 
 
 def test_the_report_needs_local_folders(capsys):

@@ -279,6 +279,28 @@ def test_bench_profile_writes_a_trace(tmp_path):
     assert any(event.get("name", "").startswith("aten::") for event in trace["traceEvents"])
 
 
+def test_kernel_time_leaves_out_the_annotations_mirrored_on_the_device():
+    """The H100 profile's numbers (results/gpu_report.json, its table's rows over 20 steps): the ProfilerStep
+    and optimizer-step annotations span kernels that are counted on their own, so only the kernels add up."""
+    from types import SimpleNamespace
+
+    import bench
+
+    def event(device, us, annotation=False):
+        return SimpleNamespace(
+            device_type=f"DeviceType.{device}", self_device_time_total=us, is_user_annotation=annotation
+        )
+
+    events = [
+        event("CUDA", 429_153, annotation=True),  # ProfilerStep*
+        event("CUDA", 26_750, annotation=True),  # Optimizer.step#AdamW.step
+        event("CUDA", 24_194),  # the fused AdamW kernels
+        event("CUDA", 6_446),  # the clipping's multiply
+        event("CPU", 24_194),  # aten::_fused_adamw_, the host side of the same kernels
+    ]
+    assert bench.kernel_time_us(events) == 24_194 + 6_446
+
+
 @pytest.mark.parametrize("method", ["full", "prefix"])
 def test_the_pipeline_trainer_counts_parameters_once(method, tiny_model, tokenizer, tmp_path, monkeypatch):
     """Its FLOPs estimate equals the Trainer's, without re-walking the model at every step."""

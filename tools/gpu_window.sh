@@ -2,8 +2,10 @@
 # On the lent GPU (the device tool, carry [".carry"] from tools/pack_gpu_carry.py): the parts of
 # gpu_report.py named as arguments, in order, each under its own time limit, merged into $OUT/gpu_report.json
 # (which starts as the committed results/gpu_report.json) as each row lands, so a part cut off keeps its rows.
-#     bash tools/gpu_window.sh bench_full profile bench_prefix             # about 6 minutes on an H100 (guessed)
-#     bash tools/gpu_window.sh end_to_end_prefix end_to_end_full original  # about 6 (full's two: 99 + 126 s)
+#     bash tools/gpu_window.sh bench_full profile bench_prefix             # about 8.5 minutes on an H100
+#     bash tools/gpu_window.sh end_to_end_prefix end_to_end_full original  # about 7 (160 + 99 + 126 s)
+# On an H100 (2026-11-28): bench_full 2.5 min, bench_prefix 3.6, end_to_end_prefix 3.0; profile 1.2 on a machine
+# warm from bench_full (its compile cached), so about 2.5 on its own. The machine started in about 30 s.
 #     PART_LIMIT_S=540 bash tools/gpu_window.sh whole   # once the report is done: every method, whole SST-2
 # Copy $OUT/gpu_report.json to results/gpu_report.json here and commit it.
 set -uo pipefail
