@@ -7,6 +7,7 @@
     python gpu_report.py --part end_to_end_prefix ...  # train_prefix.py, the same
     python gpu_report.py --part original ...           # train_finetune.py, one epoch under --recipe original
     python gpu_report.py --part profile ...            # where a fast step's time goes
+    python gpu_report.py --part bench_variants ...     # the fast recipe with other flags (VARIANTS), one row each
     python gpu_report.py --markdown                    # the README's GPU section, from the JSON
 
 `--part bench` runs both bench parts, `--part end_to_end` both end-to-end ones. Each part merges into one
@@ -24,8 +25,11 @@ again replaces its own rows only. A report from another card or torch version is
 - end_to_end_*, original: train_finetune.py and train_prefix.py, one epoch on every SST-2 training sentence,
   --lr_preset tuned, evaluated on all 872 dev sentences; fine-tuning again under --recipe original, the
   check that bf16 learns what fp32 learns (within 0.5 points, with McNemar's test on the paired predictions).
-- profile: torch.profiler over --profile_steps fast full fine-tuning steps after the warm-up: the share of
-  the time the GPU is busy, host ms per step, kernel launches and synchronisations per step.
+- profile: torch.profiler over --profile_steps fast full fine-tuning steps after the warm-up: kernel ms per
+  step and the share of the time the GPU is busy, host ms per step and the operations that take most of it,
+  kernel launches and synchronisations per step; then cProfile over as many steps, for the Python functions.
+- bench_variants: the bench's fast rows again with the flags of each of VARIANTS on top, against the same
+  original row: alternatives measured on the card before one becomes the recipe.
 
 --quick --use_cpu runs every part on a tiny model and a few sentences: the test suite's check of the script.
 """
@@ -50,9 +54,13 @@ from significance import mcnemar_exact
 from utils import environment
 
 # In the order a GPU window runs them (tools/gpu_window.sh): what no window has measured yet first.
-PARTS = ("bench_full", "profile", "bench_prefix", "end_to_end_prefix", "end_to_end_full", "original")
+PARTS = ("bench_full", "profile", "bench_variants", "bench_prefix", "end_to_end_prefix", "end_to_end_full", "original")
 GROUPS = {"all": PARTS, "bench": ("bench_full", "bench_prefix"), "end_to_end": ("end_to_end_full", "end_to_end_prefix")}
-ROW_KEYS = {"bench": ("method", "recipe"), "end_to_end": ("script", "recipe")}  # a rerun replaces the same key
+ROW_KEYS = {"bench": ("method", "recipe", "variant"), "end_to_end": ("script", "recipe")}  # a rerun replaces its own
+# Alternatives to the fast recipe, each one more row. The fast step waits on the host (the profile in
+# results/gpu_report.json: 5 ms of kernels in a 17 ms step); without CUDA graphs, inductor's wrapper launches
+# each kernel itself, which may cost the host less than replaying graphs through cudagraph trees.
+VARIANTS = (("full", "--torch_compile_mode default"),)
 PROTOCOL_EPOCHS = 10  # the original's: 42,100 steps of 16 sentences, and a dev evaluation after each epoch
 BF16_TOLERANCE = 0.5  # points of dev accuracy between the fast recipe's bf16 and the original's fp32
 
@@ -114,7 +122,7 @@ def measure(report, configurations, save, profile=False):
     tokenizer = AutoTokenizer.from_pretrained(report.model_name_or_path)
     train, dev = sst2_lengths(report, tokenizer, "train"), sst2_lengths(report, tokenizer, "validation")
     train, primed_steps = bench.primed(train, 16, FAST_ON_GPU["pad_to_multiple_of"])
-    for method, recipe in configurations:
+    for method, recipe, variant in configurations:
         arguments = bench_arguments(report, profile)
         arguments.warmup_steps = max(arguments.warmup_steps, primed_steps)
         needed = (arguments.warmup_steps + arguments.measure_steps) * arguments.batch_size
@@ -126,7 +134,7 @@ def measure(report, configurations, save, profile=False):
                     arguments,
                     method,
                     recipe,
-                    None,
+                    variant,
                     bench.model_factory(arguments),
                     tokenizer,
                     sentences,
@@ -136,7 +144,12 @@ def measure(report, configurations, save, profile=False):
                 )
             except Exception as error:  # one broken configuration must not cost a GPU window the others' numbers
                 print(f"{method} / {recipe} failed: {type(error).__name__}: {str(error).strip()[:500]}", flush=True)
-                row = {"method": method, "recipe": recipe, "error": f"{type(error).__name__}: {error}"[:2000]}
+                row = {
+                    "method": method,
+                    "recipe": recipe,
+                    "variant": variant,
+                    "error": f"{type(error).__name__}: {error}"[:2000],
+                }
         if "error" not in row:
             row["warmup_steps"] = arguments.warmup_steps
             print({k: row.get(k) for k in ("method", "recipe", "ms_per_step", "warmup_s", "peak_memory_mb")})
@@ -145,7 +158,7 @@ def measure(report, configurations, save, profile=False):
 
 def bench_part(method):
     def part(report, save):
-        measure(report, [(method, "original"), (method, "fast")], lambda row: save({"bench": [row]}))
+        measure(report, [(method, "original", None), (method, "fast", None)], lambda row: save({"bench": [row]}))
 
     return part
 
@@ -154,7 +167,11 @@ def part_profile(report, save):
     def keep(row):
         save({"profile": {"method": "full", "recipe": "fast", **row.get("profile", {"error": row.get("error")})}})
 
-    measure(report, [("full", "fast")], keep, profile=True)
+    measure(report, [("full", "fast", None)], keep, profile=True)
+
+
+def part_bench_variants(report, save):
+    measure(report, [(method, "fast", variant) for method, variant in VARIANTS], lambda row: save({"bench": [row]}))
 
 
 def end_to_end_part(method, recipe):
@@ -212,6 +229,7 @@ def run_row(record, method, recipe):
 PART_FUNCTIONS = {
     "bench_full": bench_part("full"),
     "bench_prefix": bench_part("prefix"),
+    "bench_variants": part_bench_variants,
     "end_to_end_full": end_to_end_part("full", "fast"),
     "end_to_end_prefix": end_to_end_part("prefix", "fast"),
     "original": end_to_end_part("full", "original"),
@@ -237,19 +255,23 @@ def merge(path, part, found, command):
     for name, value in found.items():
         if name in ROW_KEYS:
             key = ROW_KEYS[name]
-            replaced = {tuple(row[k] for k in key) for row in value}
-            kept = [row for row in report.get(name, []) if tuple(row[k] for k in key) not in replaced]
+            replaced = {tuple(row.get(k) for k in key) for row in value}
+            kept = [row for row in report.get(name, []) if tuple(row.get(k) for k in key) not in replaced]
             report[name] = kept + value
         else:
             report[name] = value
-    report.get("bench", []).sort(key=lambda r: (METHOD_ORDER.index(r["method"]), RECIPE_ORDER.index(r["recipe"])))
+    report.get("bench", []).sort(
+        key=lambda r: (METHOD_ORDER.index(r["method"]), RECIPE_ORDER.index(r["recipe"]), r.get("variant") or "")
+    )
     for method in METHOD_ORDER:
-        rows = {r["recipe"]: r for r in report.get("bench", []) if r["method"] == method}
-        for row in rows.values():
+        rows = [r for r in report.get("bench", []) if r["method"] == method]
+        for row in rows:
             row.pop("speedup", None)
-        original, fast = rows.get("original"), rows.get("fast")
-        if original and fast and "error" not in original and "error" not in fast:
-            original["speedup"], fast["speedup"] = 1.0, round(original["ms_per_step"] / fast["ms_per_step"], 2)
+        original = next((r for r in rows if r["recipe"] == "original" and not r.get("variant")), None)
+        if original and "error" not in original:
+            for row in rows:
+                if "error" not in row:
+                    row["speedup"] = round(original["ms_per_step"] / row["ms_per_step"], 2)
     report["created_at"], report["environment"] = utc_stamp(), env
     report.pop("bf16_vs_fp32", None)
     runs = {(r["script"], r["recipe"]): r for r in report.get("end_to_end", [])}
@@ -287,10 +309,12 @@ def markdown(report) -> str:
         ]
         for r in report["bench"]:
             if "error" in r:
-                lines.append(f"| {r['method']} | {r['recipe']} | failed: {r['error'][:80]} |||||||")
+                lines.append(f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | failed: "
+                             f"{r['error'][:80]} |||||||")  # fmt: skip
                 continue
             lines.append(
-                f"| {r['method']} | {r['recipe']} | {r['ms_per_step']:.2f} | {r.get('speedup') or 'n/a'}× | "
+                f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | {r['ms_per_step']:.2f} | "
+                f"{r.get('speedup') or 'n/a'}× | "
                 f"{r['warmup_s']:.1f} | {r['peak_memory_mb']} | {r['peak_memory_reserved_mb']} | {r['eval_s']} | "
                 f"{r['projected_protocol_s'] / 60:.1f} min |"
             )
@@ -306,7 +330,9 @@ def markdown(report) -> str:
         ]
         for r in staged:
             lines.append(
-                f"| {r['method']} | {r['recipe']} | " + " | ".join(map(str, r["host_ms_per_stage"].values())) + " |"
+                f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | "
+                + " | ".join(map(str, r["host_ms_per_stage"].values()))
+                + " |"
             )
     if report.get("end_to_end"):
         lines += [

@@ -79,6 +79,32 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
 
 
 @pytest.mark.slow
+def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_data, tmp_path, monkeypatch):
+    output = tmp_path / "report.json"
+    flags = [
+        "--quick",
+        "--use_cpu",
+        "--model_name_or_path",
+        tiny_model,
+        "--data_dir",
+        tiny_data,
+        "--output",
+        str(output),
+    ]
+    assert gpu_report.main(["--part", "bench_full", *flags]) == 0
+    monkeypatch.setattr(gpu_report, "VARIANTS", (("full", "--per_device_eval_batch_size 64"),))  # cheap on a CPU
+    assert gpu_report.main(["--part", "bench_variants", *flags]) == 0
+    assert gpu_report.main(["--part", "bench_variants", *flags]) == 0  # a rerun replaces its row, not the fast one
+    rows = {(r["recipe"], r["variant"]): r for r in read_json(output)["bench"]}
+    assert list(rows) == [("original", None), ("fast", None), ("fast", "--per_device_eval_batch_size 64")]
+    original, variant = rows["original", None], rows["fast", "--per_device_eval_batch_size 64"]
+    fast = rows["fast", None]
+    assert variant["settings"]["per_device_eval_batch_size"] == 64 != fast["settings"]["per_device_eval_batch_size"]
+    assert variant["speedup"] == round(original["ms_per_step"] / variant["ms_per_step"], 2)
+    assert "| full | fast --per_device_eval_batch_size 64 |" in gpu_report.markdown(read_json(output))
+
+
+@pytest.mark.slow
 def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, tmp_path):
     output = tmp_path / "report.json"
     flags = [
