@@ -204,7 +204,7 @@ class StageTimer(TrainerCallback):
     in it: where a host-bound step goes. On a CPU it includes the compute. The stages, in the Trainer's order:
     the batch (and the last step's logging) before on_step_begin; forward, backward and gradient clipping up to
     on_pre_optimizer_step; the optimizer's step up to on_optimizer_step; the scheduler and zero_grad up to
-    on_step_end."""
+    on_step_end. With gradient accumulation, the batches after a step's first count in its forward-backward."""
 
     STAGES = ("batch", "forward_backward_clip", "optimizer", "scheduler_zero_grad")
 
