@@ -91,6 +91,16 @@ def tiny_argv(model, data, results, *extra):
     ]
 
 
+def tool(name):
+    """tools/<name>.py as a module: the tools are scripts, not a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def strings(value):
     """Every string in a JSON value, keys included."""
     if isinstance(value, dict):

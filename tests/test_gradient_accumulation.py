@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-from conftest import tiny_argv, toy_sentences
+from conftest import tiny_argv, tool, toy_sentences
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from config import ExperimentArguments
 from experiment import build_trainer, main
 from methods import apply_method
-from results import read_json
+from results import load_results, read_json
 
 
 def one_step(tiny_model, method, folder, batch_size, accumulation):
@@ -66,3 +66,23 @@ def test_a_run_with_accumulation_records_what_it_trained(tiny_model, tiny_data, 
     assert efficiency["train_steps"] == 2 * 3  # 96 sentences an epoch, 32 a step
     trained = efficiency["train_samples_per_s"] * efficiency["train_time_s"]
     assert trained == pytest.approx(2 * 96, rel=1e-2)
+
+
+def test_the_plain_trainer_scaling_tool_logs_the_loss_times_the_accumulation_steps(tiny_model, tiny_data, tmp_path):
+    """tools/plain_trainer_scaling.py, behind the README's 'under the plain Trainer's scaling' run: with two
+    accumulation steps, the Trainer left to itself logs twice the pipeline's loss. At a rate too small to move the
+    weights much, both runs see nearly the same losses, so the ratio of their means is the factor itself."""
+    plain_trainer_scaling = tool("plain_trainer_scaling")
+    flags = ["--model_name_or_path", tiny_model, "--data_dir", tiny_data, "--num_train_epochs", "1",
+             "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2", "--learning_rate", "1e-6",
+             "--save_strategy", "no", "--save_model", "False", "--disable_tqdm", "True"]  # fmt: skip
+    assert main([*flags, "--results_dir", str(tmp_path), "--run_name", "pipeline"], method="full") == 0
+    output = tmp_path / "plain.json"
+    assert plain_trainer_scaling.main(["--output", str(output), "--", *flags]) == 0
+    pipeline, plain = read_json(tmp_path / "pipeline.json"), read_json(output)
+    assert plain["metrics"]["train_loss"] / pipeline["metrics"]["train_loss"] == pytest.approx(2, rel=0.01)
+    assert plain["kind"] == "plain_trainer_scaling" and pipeline.get("kind") is None
+    assert plain["command"].startswith("python tools/plain_trainer_scaling.py --output ")
+    assert "--results_dir" not in plain["command"] and "--run_name" not in plain["command"]
+    records, _ = load_results(str(tmp_path))
+    assert [r["run_name"] for r in records] == ["pipeline"]  # plot_results.py passes over the tool's run

@@ -1,11 +1,10 @@
 """The two recipes: what each sets, that they learn the same thing, and that length buckets are harmless."""
 
 import json
-import os
 
 import pytest
 import torch
-from conftest import ROOT, tiny_argv, toy_sentences, write_tsv
+from conftest import tiny_argv, tool, toy_sentences, write_tsv
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -342,11 +341,7 @@ def test_bench_variants_add_rows_and_a_bad_one_fails_alone(tmp_path, capsys):
 def test_the_same_step_check_finds_the_key_biases_zero_and_the_rest_equal(tiny_model, tiny_data, tmp_path):
     """tools/same_step.py on the tiny model: the key biases' gradient is zero in exact arithmetic (softmax ignores a
     shift shared by every key), so it lands apart; every other gradient agrees across the two paddings."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("same_step", os.path.join(ROOT, "tools", "same_step.py"))
-    same_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(same_step)
+    same_step = tool("same_step")
     output = tmp_path / "same_step.json"
     argv = ["--model_name_or_path", tiny_model, "--data_dir", tiny_data, "--max_seq_length", "64"]
     assert same_step.main([*argv, "--output", str(output)]) == 0

@@ -721,6 +721,16 @@ def test_the_readme_s_loss_scaling_and_frozen_weights_checks_are_the_committed_r
         f"pipeline's scaling and reached {score(small)}, and batch 16 logged {large['metrics']['train_loss']:.4f} "
         f"and reached {score(large)}"
     ) in readme
+    plain = run("grad-accumulation-minilm-4000", "full-batch8x2-plain-trainer")
+    assert plain["kind"] == "plain_trainer_scaling"
+    same_run = small["command"].split(" --results_dir ")[0].replace("python train_finetune.py ", "")
+    assert plain["command"].endswith(f" -- {same_run}")  # the pipeline's batch 8 x 2 run, flag for flag
+    differ = sum(a != b for a, b in zip(plain["predictions"], small["predictions"]))
+    assert (
+        f"logged {plain['metrics']['train_loss']:.4f} and reached the same {score(plain).split(' (')[0]} "
+        f"({plain['metrics']['eval_correct']}/872; {differ} of the 872 predictions differ)"
+    ) in readme
+    assert score(plain) == score(small)
 
     said = []
     for method in ("prefix", "lora"):
