@@ -13,6 +13,11 @@ import gpu_report
 from results import read_json, write_json_atomic
 
 
+def quick_flags(tiny_model, tiny_data):
+    """The report's CPU mode on the tiny model: every part in seconds."""
+    return ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+
+
 def test_the_warm_up_reaches_every_length_bucket_before_timing():
     rng = random.Random(0)
     lengths = [rng.choice([3, 5, 9, 14, 17, 30, 33, 47, 50, 66]) for _ in range(400)]
@@ -33,16 +38,7 @@ def test_the_warm_up_reaches_every_length_bucket_before_timing():
 @pytest.mark.slow
 def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tmp_path, capsys):
     output = tmp_path / "report.json"
-    flags = [
-        "--quick",
-        "--use_cpu",
-        "--model_name_or_path",
-        tiny_model,
-        "--data_dir",
-        tiny_data,
-        "--output",
-        str(output),
-    ]
+    flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]
     assert gpu_report.main(["--part", "bench", *flags]) == 0  # both bench parts
     assert gpu_report.main(["--part", "end_to_end", *flags]) == 0
     first = read_json(output)
@@ -81,16 +77,7 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
 @pytest.mark.slow
 def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_data, tmp_path, monkeypatch):
     output = tmp_path / "report.json"
-    flags = [
-        "--quick",
-        "--use_cpu",
-        "--model_name_or_path",
-        tiny_model,
-        "--data_dir",
-        tiny_data,
-        "--output",
-        str(output),
-    ]
+    flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]
     assert gpu_report.main(["--part", "bench_full", *flags]) == 0
     monkeypatch.setattr(gpu_report, "VARIANTS", (("full", "--per_device_eval_batch_size 64"),))  # cheap on a CPU
     assert gpu_report.main(["--part", "bench_variants", *flags]) == 0
@@ -107,16 +94,7 @@ def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_da
 @pytest.mark.slow
 def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, tmp_path):
     output = tmp_path / "report.json"
-    flags = [
-        "--quick",
-        "--use_cpu",
-        "--model_name_or_path",
-        tiny_model,
-        "--data_dir",
-        tiny_data,
-        "--output",
-        str(output),
-    ]
+    flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]
     assert gpu_report.main(["--part", "profile", "--profile_steps", "3", *flags]) == 0
     profile = read_json(output)["profile"]
     assert profile["steps"] == 3 and profile["python_steps"] == 3  # torch's profiler, then cProfile, 3 steps each
@@ -155,7 +133,7 @@ def test_a_configuration_that_fails_costs_only_its_own_row(tiny_model, tiny_data
     """A GPU window is short: one broken configuration must not take the other three's numbers with it."""
     fake_rows(monkeypatch, fail=("prefix", "original"))
     output = tmp_path / "report.json"
-    flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+    flags = quick_flags(tiny_model, tiny_data)
     assert gpu_report.main(["--part", "bench", *flags, "--output", str(output)]) == 1
     rows = read_json(output)["bench"]
     assert [(r["method"], r["recipe"], r.get("speedup")) for r in rows] == [
@@ -171,7 +149,7 @@ def test_a_part_cut_off_keeps_the_rows_it_finished(tiny_model, tiny_data, tmp_pa
     """The window's time limit stops a part mid-way: what it measured before is already in the report."""
     fake_rows(monkeypatch, stop=("full", "fast"))
     output = tmp_path / "report.json"
-    flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+    flags = quick_flags(tiny_model, tiny_data)
     with pytest.raises(KeyboardInterrupt):
         gpu_report.main(["--part", "bench_full", *flags, "--output", str(output)])
     assert [(r["method"], r["recipe"], r["ms_per_step"]) for r in read_json(output)["bench"]] == [
@@ -184,7 +162,7 @@ def test_a_report_from_another_card_is_started_afresh(tiny_model, tiny_data, tmp
     output = tmp_path / "report.json"
     row = {"method": "prefix", "recipe": "fast", "ms_per_step": 8.1}
     write_json_atomic(output, {"kind": "gpu_report", "environment": {"device": "NVIDIA H200"}, "bench": [row]})
-    flags = ["--quick", "--use_cpu", "--model_name_or_path", tiny_model, "--data_dir", tiny_data]
+    flags = quick_flags(tiny_model, tiny_data)
     assert gpu_report.main(["--part", "bench_full", *flags, "--output", str(output)]) == 0
     report = read_json(output)
     assert [(r["method"], r["recipe"]) for r in report["bench"]] == [("full", "original"), ("full", "fast")]
