@@ -200,4 +200,23 @@ def test_the_readme_s_gpu_section_is_the_committed_report():
     report = read_json(os.path.join(root, "results", "gpu_report.json"))
     assert report["kind"] == "gpu_report" and "+cu" in report["environment"]["torch"]  # a CUDA build measured it
     with open(os.path.join(root, "README.md"), encoding="utf-8") as handle:
-        assert gpu_report.markdown(report) in handle.read()
+        text = handle.read()
+    assert gpu_report.markdown(report) in text
+    # the summaries elsewhere in the README quote the same rows
+    rows = {(r["method"], r["recipe"]): r for r in report["bench"] if not r.get("variant")}
+    full, prefix = rows["full", "fast"], rows["prefix", "fast"]
+    words = " ".join(text.split())
+    assert (
+        f"step is {full['speedup']}× (full) and {prefix['speedup']}× (prefix) the original's, short of the 6× and 4× "
+        f"we aim for:** {full['ms_per_step']:.2f} and {prefix['ms_per_step']:.2f} ms per step against "
+        f"{rows['full', 'original']['ms_per_step']:.2f} and {rows['prefix', 'original']['ms_per_step']:.2f}"
+    ) in words
+    assert (
+        f"projects to {full['projected_protocol_s'] / 60:.1f} and {prefix['projected_protocol_s'] / 60:.1f} minutes"
+    ) in words
+    less = [
+        round(100 * (1 - rows[m, "fast"]["peak_memory_mb"] / rows[m, "original"]["peak_memory_mb"]))
+        for m in ("full", "prefix")
+    ]
+    assert f"{full['speedup']}× (full fine-tuning) and {prefix['speedup']}× (prefix tuning) as fast" in words
+    assert f"at {less[0]} % and {less[1]} % less peak memory" in words
