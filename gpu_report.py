@@ -49,7 +49,7 @@ from config import FAST_ON_GPU, ConfigError
 from data_loader import load_sst2, tokenize
 from experiment import SCRIPTS
 from experiment import main as run_experiment
-from results import portable, read_json, utc_stamp, write_json_atomic
+from results import portable, read_json, utc_stamp, without_flags, write_json_atomic
 from significance import mcnemar_exact
 from utils import environment
 
@@ -401,7 +401,7 @@ def print_table(report):
 
 def command_for(part, argv, report) -> str:
     """The command that reruns this part, with no path of this machine in it."""
-    others = [a for i, a in enumerate(argv) if a != "--part" and (i == 0 or argv[i - 1] != "--part")]
+    others = without_flags(argv, "--part")
     words = ["python", "gpu_report.py", "--part", part, *portable(others, {report.model_name_or_path: "$MINILM"})]
     return shlex.join(words).replace("'$MINILM'", "$MINILM")
 

@@ -60,6 +60,29 @@ def without_machine_paths(words):
     return portable(words, names)
 
 
+def flag_value(words, flag):
+    """The value given to flag among command-line words, as `--flag VALUE` or `--flag=VALUE`; None if absent."""
+    for word, following in zip(words, [*words[1:], None]):
+        if word == flag:
+            return following
+        if word.startswith(flag + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def without_flags(words, *flags):
+    """Command-line words less the given flags and their values (`--flag VALUE` or `--flag=VALUE`)."""
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in flags:
+            skip = True
+        elif word.split("=", 1)[0] not in flags:
+            kept.append(word)
+    return kept
+
+
 def earlier_run(folder, argv, environment):
     """The run in folder that argv (a train script's flags) would make again, else None: same recorded command but
     for --run_name, same versions, device and threads (they change the rounding, and with it the result).
@@ -68,13 +91,7 @@ def earlier_run(folder, argv, environment):
     --run_name resumes from its checkpoint.
     """
 
-    def key(words):
-        words = list(words)
-        if "--run_name" in words:
-            del words[words.index("--run_name") : words.index("--run_name") + 2]
-        return words
-
-    wanted = key(without_machine_paths(argv))
+    wanted = without_flags(without_machine_paths(argv), "--run_name")
     here = {k: v for k, v in environment.items() if k != "git_commit"}
     found = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
@@ -82,7 +99,7 @@ def earlier_run(folder, argv, environment):
         if not isinstance(record, dict) or "command" not in record or "kind" in record:
             continue
         ran = {k: v for k, v in record.get("environment", {}).items() if k != "git_commit"}
-        if key(shlex.split(record["command"])[2:]) == wanted and ran == here:
+        if without_flags(shlex.split(record["command"])[2:], "--run_name") == wanted and ran == here:
             found.setdefault(record.get("status"), record)
     return found.get("completed") or found.get("interrupted")
 

@@ -10,7 +10,7 @@ number of training sentences, as a table with a row per size and a column per me
 import os
 
 from methods import METHODS
-from results import write_json_atomic
+from results import flag_value, write_json_atomic
 from significance import mcnemar_exact, mean_std_ci
 
 ALPHA = 0.05
@@ -67,8 +67,7 @@ DISTINGUISHING = {
 def chosen_optimizer(record) -> str:
     """The optimizer where the command chose it, else "the recipe's": a recipe's own (fused AdamW, or the
     original's adamw_torch) goes with the recipe, which already tells the runs apart."""
-    words = (record.get("command") or "").split()
-    if any(word == "--optim" or word.startswith("--optim=") for word in words):
+    if flag_value((record.get("command") or "").split(), "--optim") is not None:
         return record.get("config", {}).get("training_arguments", {}).get("optim")
     return "the recipe's"
 

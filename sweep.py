@@ -27,7 +27,7 @@ import sys
 from config import ConfigError, refuse_flags
 from experiment import main as run_experiment
 from methods import METHODS
-from results import earlier_run, read_record, utc_stamp, without_machine_paths, write_json_atomic
+from results import earlier_run, flag_value, read_record, utc_stamp, without_machine_paths, write_json_atomic
 from summary import fell
 from utils import environment
 
@@ -103,16 +103,6 @@ def run_trial(args, folder, run_name, rate, seed, train_flags):
 def rate_text(rate):
     """5e-4, not 0.0005: how rates are written in a grid."""
     return f"{rate:g}" if rate >= 1 else f"{rate:.0e}".replace("e-0", "e-")
-
-
-def flag_value(words, flag):
-    """The value given to flag among command-line words, as `--flag VALUE` or `--flag=VALUE`; None if absent."""
-    for word, following in zip(words, [*words[1:], None]):
-        if word == flag:
-            return following
-        if word.startswith(flag + "="):
-            return word.split("=", 1)[1]
-    return None
 
 
 def table(folder):

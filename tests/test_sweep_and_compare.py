@@ -7,7 +7,7 @@ import pytest
 import compare
 import summary
 import sweep
-from results import read_json
+from results import flag_value, read_json, without_flags
 
 
 def shared_flags(model, data):
@@ -149,6 +149,26 @@ def test_the_sweep_table_shows_every_rate_and_seed_and_the_choice(tmp_path, caps
         "1e-2: 90.0 (95.0/85.0) fell in 1 of 2 |",
         "| lora (seed 1; 300 sentences) | 1e-3 | **1e-3: 90.0** |",  # a sweep on a subset names its size
         "| lora (seed 1; 1,000 sentences) | 1e-3 | **1e-3: 90.0** |",
+    ]
+
+
+def test_a_flag_is_read_or_dropped_in_either_spelling():
+    """What the tools match runs by (earlier_run's --run_name, gpu_report's --part, sweep.py's --train_size): a flag
+    written `--flag VALUE` or `--flag=VALUE`, never another flag that merely starts with its name."""
+    words = ["--seed", "1", "--run_name=a", "--train_size", "300", "--run_name_suffix", "x", "--optim", "sgd"]
+    assert [flag_value(words, f) for f in ("--run_name", "--train_size", "--optim", "--lr")] == [
+        "a",
+        "300",
+        "sgd",
+        None,
+    ]
+    assert without_flags(words, "--run_name", "--optim") == [
+        "--seed",
+        "1",
+        "--train_size",
+        "300",
+        "--run_name_suffix",
+        "x",
     ]
 
 

@@ -21,7 +21,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import experiment  # noqa: E402
-from results import read_json, write_json_atomic  # noqa: E402
+from results import read_json, without_flags, write_json_atomic  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -39,9 +39,7 @@ def main(argv=None) -> int:
         return code
     record = read_json(args.output)
     # The run recorded its flags with the model by name and no path of this machine: this tool's command, with them.
-    words = shlex.split(record["command"])[2:]
-    ours = {"--results_dir", "--run_name"}  # this tool sets them from --output
-    flags = [w for i, w in enumerate(words) if w not in ours and (i == 0 or words[i - 1] not in ours)]
+    flags = without_flags(shlex.split(record["command"])[2:], "--results_dir", "--run_name")  # set from --output
     record["command"] = shlex.join(["python", "tools/plain_trainer_scaling.py", "--output", args.output, "--", *flags])
     record["kind"] = "plain_trainer_scaling"
     write_json_atomic(args.output, record)
