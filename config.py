@@ -97,6 +97,7 @@ RECIPES = {
         pad_to_max_length=False,
         per_device_eval_batch_size=128,  # evaluation holds no gradients, so big batches are free
         logging_nan_inf_filter=False,  # its isnan check syncs host and device at every step
+        walk_modules_once=True,  # the Trainer's per-step walks over every module: host time a GPU step waits on
     ),
 }
 # On a GPU a BERT step is launch-bound (13 tokens per SST-2 sentence on average), so graphs pay.
@@ -188,6 +189,9 @@ class ExperimentArguments:
     # With --bf16: store the weights the method freezes in bfloat16. Autocast rounds them to bf16 for every
     # matmul anyway; stored so, they take half the memory. Trained weights stay fp32.
     bf16_frozen_weights: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
+    # List the model's modules and parameters once, for the three walks the Trainer's loop makes at every
+    # step (experiment.ModulesListedOnce). Off: the Trainer's own walks, as the original ran.
+    walk_modules_once: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
     num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt-learning methods: number of virtual tokens."})
     prefix_projection: bool = field(
         default=True, metadata={"help": "Prefix tuning: reparameterise the prefix through a two-layer MLP."}

@@ -33,6 +33,7 @@ def test_original_recipe_reproduces_the_original_mechanics():
     experiment, training, _ = parse_args(["--recipe", "original", "--use_cpu"], method="full")
     assert experiment.pad_to_max_length and experiment.max_seq_length == 128
     assert (training.bf16, training.torch_compile, training.optim) == (False, False, "adamw_torch")
+    assert not experiment.walk_modules_once  # the Trainer's own walks over the model at every step
     assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate, training.seed) == (
         10,
         16,
@@ -53,6 +54,7 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
     # On a CPU, steps are compute-bound: dynamic padding, no compile, fp32.
     cpu = recipe_settings("fast", on_gpu=False)
     assert not cpu["pad_to_max_length"] and "torch_compile" not in cpu and "bf16" not in cpu
+    assert settings["walk_modules_once"] and cpu["walk_modules_once"]  # learns the same (below), costs less host
 
 
 def test_frozen_weights_in_bf16_follow_the_user_s_bf16(monkeypatch):
@@ -315,6 +317,106 @@ def test_the_pipeline_trainer_counts_parameters_once(method, tiny_model, tokeniz
     monkeypatch.setattr(model, "num_parameters", lambda *a, **k: counted.append(1) or count(*a, **k))
     assert [ours.floating_point_ops(batch) for batch in batches] == expected
     assert len(counted) == 1
+
+
+class CountsItsTrainCalls(torch.nn.Module):
+    """A module whose train() does more than set `training` (as peft's DoRA layers clear a cache)."""
+
+    calls = 0
+
+    def train(self, mode=True):
+        CountsItsTrainCalls.calls += 1
+        return super().train(mode)
+
+
+def test_modules_listed_once_keep_train_zero_grad_and_parameters_exact(tiny_model):
+    from experiment import ModulesListedOnce
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    expected = list(model.parameters())  # before: the class's walk
+    listed = ModulesListedOnce(model)
+    assert list(model.parameters()) == expected and list(model.parameters(recurse=False)) == []
+    model.train()
+    model.bert.encoder.eval()  # an evaluation may switch part of the model by another route
+    assert model.train() is model and all(module.training for module in model.modules())
+    model.eval()
+    assert not any(module.training for module in model.modules())
+    model.train()
+    model(input_ids=torch.tensor([[2, 5, 3]]), labels=torch.tensor([1])).loss.backward()
+    model.zero_grad()
+    assert all(parameter.grad is None for parameter in expected)
+    listed.undo()
+    assert not {"train", "zero_grad", "parameters"} & set(vars(model))  # the class's methods again
+
+    model.classifier = torch.nn.Sequential(CountsItsTrainCalls(), model.classifier)
+    ModulesListedOnce(model)
+    before = CountsItsTrainCalls.calls
+    model.train()
+    model.train()
+    assert CountsItsTrainCalls.calls == before + 2  # never skipped where a module's train() does more
+
+
+@pytest.mark.parametrize("method", ["full", "prefix", "lora"])
+def test_walking_the_modules_once_learns_exactly_the_same(method, tiny_model, tiny_data, tmp_path):
+    """Two epochs with an evaluation between them: dropout must be back on for the second, and every
+    gradient cleared between steps, or the losses part."""
+    runs = {}
+    for once in ("True", "False"):
+        flags = ("--recipe", "fast", "--walk_modules_once", once, "--run_name", f"once-{once}", "--save_model", "False")
+        assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags), method=method) == 0
+        runs[once] = read_json(tmp_path / f"once-{once}.json")
+    assert runs["True"]["config"]["walk_modules_once"] and not runs["False"]["config"]["walk_modules_once"]
+    assert len(runs["True"]["history"]) == 2
+    assert runs["True"]["history"] == runs["False"]["history"]
+    assert runs["True"]["predictions"] == runs["False"]["predictions"]
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_the_loop_walks_the_model_s_modules_only_at_its_first_step(once, tiny_model, tiny_data, tmp_path, monkeypatch):
+    """The Trainer's model.train(), model.zero_grad() and the clipping's model.parameters() each walk every
+    module at every step, unless the pipeline listed them once; after training the model is as it was."""
+    from transformers import TrainerCallback
+
+    from experiment import build_model, build_trainer, prepare_data
+
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "4", "--walk_modules_once", str(once))
+    experiment, training, _ = parse_args([*argv, "--use_cpu", "--eval_strategy", "no"], method="full")
+    model, tokenizer = build_model(experiment, training)
+    data = prepare_data(experiment, model, tokenizer)
+    modules = sum(1 for _ in model.modules())
+    walks, per_step = [0], []
+    for name in ("named_children", "named_modules"):  # what train() and parameters() walk with
+        walk = getattr(torch.nn.Module, name)
+        monkeypatch.setattr(
+            torch.nn.Module, name, lambda self, *a, _walk=walk, **k: walks.append(1) or _walk(self, *a, **k)
+        )
+
+    class CountWalks(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            per_step.append(len(walks))
+
+    build_trainer(experiment, training, model, tokenizer, data.train, callbacks=[CountWalks()]).train()
+    steps = [after - before for before, after in zip(per_step, per_step[1:])]
+    assert len(steps) == 3
+    assert steps == [0, 0, 0] if once else all(count >= 3 * modules for count in steps)
+    assert not {"train", "zero_grad", "parameters"} & set(vars(model))
+
+
+def test_the_module_walks_tool_times_each_method_s_structure(tiny_model, tmp_path):
+    output = tmp_path / "walks.json"
+    argv = ["--model_name_or_path", tiny_model, "--methods", "full,lora", "--steps", "3", "--repeats", "1"]
+    assert tool("module_walks").main([*argv, "--output", str(output)]) == 0
+    record = read_json(output)
+    assert record["kind"] == "module_walks" and record["command"].startswith("python tools/module_walks.py ")
+    full, lora = record["rows"]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    assert (full["method"], full["modules"], full["parameter_tensors"]) == (
+        "full",
+        len(list(model.modules())),
+        len(list(model.parameters())),
+    )
+    assert lora["modules"] > full["modules"]  # peft's wrappers and LoRA's own modules
+    assert all(row["class_methods_ms"] > 0 and row["listed_once_ms"] > 0 for row in record["rows"])
 
 
 @pytest.mark.slow
