@@ -50,3 +50,16 @@ def test_the_results_readme_lists_every_reference_set_and_only_those():
         assert matches, entry
         found.add(os.path.relpath(matches[0], REFERENCE).split(os.sep)[0])
     assert found == set(os.listdir(REFERENCE))
+
+
+def test_the_readme_s_module_walk_times_are_the_committed_ones():
+    import json
+
+    with open(os.path.join(REFERENCE, "module-walks-cpu", "module_walks.json")) as handle:
+        rows = {row["method"]: row for row in json.load(handle)["rows"]}
+    full, lora = rows["full"], rows["lora"]
+    said = " ".join(read("README.md").split())
+    assert (
+        f"they take {full['class_methods_ms']:.1f} ms per step for BERT-base's {full['modules']} modules "
+        f"({lora['class_methods_ms']:.1f} ms with LoRA's), and {full['listed_once_ms']:.2f} ms listed once"
+    ) in said
