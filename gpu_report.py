@@ -59,10 +59,14 @@ GROUPS = {"all": PARTS, "bench": ("bench_full", "bench_prefix"), "end_to_end": (
 ROW_KEYS = {"bench": ("method", "recipe", "variant"), "end_to_end": ("script", "recipe")}  # a rerun replaces its own
 # Alternatives to the fast recipe, each one more row. The fast step waits on the host (the profile in
 # results/gpu_report.json: 5 ms of kernels in a 17 ms step), so each takes host work away or moves it. The
-# first two compile the same graphs as the bench's fast row, so a warm machine's compile cache serves them.
+# first three compile the same graphs as the bench's fast row, so a warm machine's compile cache serves them.
 VARIANTS = (
     ("full", "--walk_modules_once False"),  # the Trainer's own walks over the model: what listing once saves here
-    ("full", "--dataloader_num_workers 0"),  # collate in the loop's process: no batch from a worker to unpickle
+    # With workers and pinning, a thread takes each batch from the workers and pins it, holding the GIL the
+    # loop's thread waits for. With no workers the thread and the workers' pickling go: the loop collates and
+    # pins each batch itself. Without pinning the workers stay and the loop reads their batches itself.
+    ("full", "--dataloader_num_workers 0"),
+    ("full", "--dataloader_pin_memory False"),
     # Without CUDA graphs inductor's wrapper launches each kernel itself, which may cost the host less than
     # replaying graphs through cudagraph trees.
     ("full", "--torch_compile_mode default"),
