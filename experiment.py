@@ -223,8 +223,13 @@ def _compile_dynamic(dynamic):
         # torch's duck sizing gives equal sizes one symbol: a first batch of 16 sentences padded to 16 tokens
         # compiled a graph for length == batch, and the next length compiled everything again (twice the
         # compile time; tests/test_recipes.py). The graph compiles at the first step, after this context
-        # has closed, so the setting stays for the process.
+        # has closed, so the settings stay for the process.
         torch.fx.experimental._config.use_duck_shape = False
+        # Symbolic shapes also make Python floats symbolic. BERT's are constants of its config; autograd's
+        # tracing found it could not keep one symbolic, and dynamo traced the whole model again with the floats
+        # fixed: the same graph (inductor's cache takes one for the other), after a first attempt that cost
+        # 17 of 101 s of a BERT-base-shaped model's compile on our CPU. Fixed from the start, once.
+        torch._dynamo.config.specialize_float = True
     try:
         yield
     finally:

@@ -213,7 +213,7 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
 
     The first batch pads to 16 tokens for 16 sentences, as SST-2's often does (13 word pieces on average):
     with torch's duck sizing, equal sizes share one symbol, and the next length compiled everything again."""
-    from torch._dynamo.utils import counters
+    from torch._dynamo.utils import compilation_time_metrics, counters
 
     short, other = toy_sentences(16, seed=4), toy_sentences(84, seed=5)
     assert all(len(sentence.split()) <= 13 for sentence, _ in short)  # 16 tokens at most with [CLS] and [SEP]
@@ -244,8 +244,11 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
     ]
     torch._dynamo.reset()
     counters.clear()
+    compilation_time_metrics.clear()
     assert main(tiny_argv(tiny_model, str(data), tmp_path, *flags), method=method) == 0
     assert counters["stats"]["unique_graphs"] == 1
+    # traced once: no second attempt, which a Python float left symbolic used to cost
+    assert "compile_attempt_0" in compilation_time_metrics and "compile_attempt_1" not in compilation_time_metrics
     record = read_json(tmp_path / "compiled.json")
     assert record["config"]["training_arguments"]["torch_compile"] is True
     assert record["config"]["torch_compile_dynamic"] is True

@@ -1,0 +1,96 @@
+"""How long the fast recipe's compile of BERT-base takes, with Python floats fixed from the start (the
+pipeline's setting, experiment._compile_dynamic) and left symbolic (torch's default under symbolic shapes).
+
+    python tools/compile_time.py --output results/reference/compile-time-cpu/compile_time.json
+
+Each setting runs in a fresh process with inductor's caches off, so neither reuses the other's work: one
+forward and backward pass of BERT-base at random init (BertConfig(): the graph depends on the architecture,
+not the weights), batch 16 of 32 tokens, compiled by inductor for symbolic shapes. Reports the wall time of
+that first step, nearly all compiling, and how many times dynamo traced the model. Prints a table and writes a
+JSON with "kind": "compile_time".
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SETTINGS = {
+    "pipeline": "floats fixed from the start (torch._dynamo.config.specialize_float = True)",
+    "symbolic floats": "torch's default under symbolic shapes (specialize_float = False)",
+}
+
+
+def child(setting):
+    import torch
+    from torch._dynamo.utils import compilation_time_metrics
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from experiment import _compile_dynamic
+    from models import PROBLEM_TYPE
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(num_labels=2, problem_type=PROBLEM_TYPE)).train()
+    with _compile_dynamic(True):  # what build_trainer sets for the fast recipe
+        compiled = torch.compile(model, dynamic=True)
+    if setting != "pipeline":
+        torch._dynamo.config.specialize_float = False
+    batch = {
+        "input_ids": torch.randint(1000, 2000, (16, 32)),
+        "attention_mask": torch.ones(16, 32, dtype=torch.long),
+        "labels": torch.randint(0, 2, (16,)),
+    }
+    started = time.perf_counter()
+    compiled(**batch).loss.backward()
+    first_step_s = time.perf_counter() - started
+    attempts = sum(1 for key in compilation_time_metrics if key.startswith("compile_attempt_"))
+    print(json.dumps({"setting": setting, "first_step_s": round(first_step_s, 1), "traces": attempts}))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", help="Where the JSON goes; default: print only.")
+    parser.add_argument("--child", choices=sorted(SETTINGS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return 0
+    from results import SCHEMA_VERSION, utc_stamp, write_json_atomic
+    from utils import environment
+
+    rows = []
+    for setting in SETTINGS:
+        env = {**os.environ, "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1", "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", setting],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append({**row, "means": SETTINGS[setting]})
+        print(f"{setting:16s} first step {row['first_step_s']:6.1f} s, traced {row['traces']}x")
+    if args.output:
+        command = ["python", "tools/compile_time.py", *(sys.argv[1:] if argv is None else argv)]
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "compile_time",
+            "command": shlex.join(command),
+            "created_at": utc_stamp(),
+            "model": "BertConfig() (bert-base-uncased's architecture), random init",
+            "environment": environment(),
+            "rows": rows,
+        }
+        write_json_atomic(args.output, record)
+        print(f"-> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
