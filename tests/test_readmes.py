@@ -63,3 +63,14 @@ def test_the_readme_s_module_walk_times_are_the_committed_ones():
         f"they take {full['class_methods_ms']:.1f} ms per step for BERT-base's {full['modules']} modules "
         f"({lora['class_methods_ms']:.1f} ms with LoRA's), and {full['listed_once_ms']:.2f} ms listed once"
     ) in said
+
+
+def test_the_readme_s_compile_times_are_the_committed_ones():
+    import json
+
+    with open(os.path.join(REFERENCE, "compile-time-cpu", "compile_time.json")) as handle:
+        rows = {row["setting"]: row for row in json.load(handle)["rows"]}
+    fixed, symbolic = rows["pipeline"], rows["symbolic floats"]
+    assert (fixed["traces"], symbolic["traces"]) == (1, 2)
+    said = " ".join(read("README.md").split())
+    assert f"compiled in {fixed['first_step_s']:.1f} s instead of {symbolic['first_step_s']:.1f} on our CPU" in said
