@@ -60,6 +60,23 @@ def without_machine_paths(words):
     return portable(words, names)
 
 
+def write_measurements(path, kind, script, argv, model, rows, environment, **extra):
+    """A tool's measurements as committed under results/reference/: "kind" keeps them out of the run
+    summaries; the command that made them, without machine paths; the model by name; one row each."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "created_at": utc_stamp(),
+        "command": shlex.join(["python", script, *without_machine_paths(argv)]),
+        "model": model,
+        **extra,
+        "environment": environment,
+        "rows": rows,
+    }
+    write_json_atomic(path, record)
+    print(f"-> {path}")
+
+
 def flag_value(words, flag):
     """The value given to flag among command-line words, as `--flag VALUE` or `--flag=VALUE`; None if absent."""
     for word, following in zip(words, [*words[1:], None]):

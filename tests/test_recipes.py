@@ -1,6 +1,7 @@
 """The two recipes: what each sets, that they learn the same thing, and that length buckets are harmless."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -411,6 +412,7 @@ def test_the_module_walks_tool_times_each_method_s_structure(tiny_model, tmp_pat
     assert tool("module_walks").main([*argv, "--output", str(output)]) == 0
     record = read_json(output)
     assert record["kind"] == "module_walks" and record["command"].startswith("python tools/module_walks.py ")
+    assert tiny_model not in record["command"] and os.path.basename(tiny_model) in record["command"]  # no machine path
     full, lora = record["rows"]
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
     assert (full["method"], full["modules"], full["parameter_tensors"]) == (

@@ -13,7 +13,6 @@ JSON with "kind": "compile_time".
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -56,11 +55,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", help="Where the JSON goes; default: print only.")
     parser.add_argument("--child", choices=sorted(SETTINGS), help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
-    from results import SCHEMA_VERSION, utc_stamp, write_json_atomic
+    from results import write_measurements
     from utils import environment
 
     rows = []
@@ -77,18 +77,8 @@ def main(argv=None) -> int:
         rows.append({**row, "means": SETTINGS[setting]})
         print(f"{setting:16s} first step {row['first_step_s']:6.1f} s, traced {row['traces']}x")
     if args.output:
-        command = ["python", "tools/compile_time.py", *(sys.argv[1:] if argv is None else argv)]
-        record = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "compile_time",
-            "command": shlex.join(command),
-            "created_at": utc_stamp(),
-            "model": "BertConfig() (bert-base-uncased's architecture), random init",
-            "environment": environment(),
-            "rows": rows,
-        }
-        write_json_atomic(args.output, record)
-        print(f"-> {args.output}")
+        model = "BertConfig() (bert-base-uncased's architecture), random init"
+        write_measurements(args.output, "compile_time", "tools/compile_time.py", argv, model, rows, environment())
     return 0
 
 

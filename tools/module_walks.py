@@ -11,7 +11,6 @@ writes a JSON with "kind": "module_walks". One thread, as on a GPU host the walk
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from config import ExperimentArguments  # noqa: E402
 from experiment import ModulesListedOnce  # noqa: E402
 from methods import apply_method  # noqa: E402
 from models import PROBLEM_TYPE  # noqa: E402
-from results import SCHEMA_VERSION, utc_stamp, write_json_atomic  # noqa: E402
+from results import write_measurements  # noqa: E402
 from utils import environment  # noqa: E402
 
 
@@ -56,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=500, help="Steps per timing.")
     parser.add_argument("--repeats", type=int, default=9, help="Timings per configuration; the median is kept.")
     parser.add_argument("--output", help="Where the JSON goes; default: print only.")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
@@ -80,21 +80,18 @@ def main(argv=None) -> int:
             f"{row['class_methods_ms']:.3f} ms per step walked, {row['listed_once_ms']:.3f} listed once"
         )
     if args.output:
-        command = ["python", "tools/module_walks.py", *(sys.argv[1:] if argv is None else argv)]
-        record = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "module_walks",
-            "command": shlex.join(command),
-            "created_at": utc_stamp(),
-            "model": args.model_name_or_path
-            and os.path.basename(os.path.normpath(args.model_name_or_path))
-            or "BertConfig() (bert-base-uncased's architecture), random init",
-            "threads": torch.get_num_threads(),
-            "environment": environment(),
-            "rows": rows,
-        }
-        write_json_atomic(args.output, record)
-        print(f"-> {args.output}")
+        model = args.model_name_or_path and os.path.basename(os.path.normpath(args.model_name_or_path))
+        model = model or "BertConfig() (bert-base-uncased's architecture), random init"
+        write_measurements(
+            args.output,
+            "module_walks",
+            "tools/module_walks.py",
+            argv,
+            model,
+            rows,
+            environment(),
+            threads=torch.get_num_threads(),
+        )
     return 0
 
 

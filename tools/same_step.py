@@ -14,7 +14,6 @@ tests/test_recipes.py checks the same property on the tiny model.
 import argparse
 import csv
 import os
-import shlex
 import sys
 
 import torch
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config import ExperimentArguments  # noqa: E402
 from methods import apply_method  # noqa: E402
 from models import longest_input  # noqa: E402
-from results import utc_stamp, without_machine_paths, write_json_atomic  # noqa: E402
+from results import write_measurements  # noqa: E402
 from utils import environment  # noqa: E402
 
 ZERO = 1e-8  # a tensor's largest gradient below this is zero up to rounding: relative differences mean nothing
@@ -98,17 +97,15 @@ def main(argv=None) -> int:
             f"| {row['max_relative_gradient_difference']:.1e} ({row['worst_tensor']}) | {zero} |"
         )
     if args.output:
-        report = {
-            "schema_version": 1,
-            "kind": "same_step",
-            "created_at": utc_stamp(),
-            "command": shlex.join(["python", "tools/same_step.py", *without_machine_paths(argv)]),
-            "model": args.model_name or os.path.basename(os.path.normpath(args.model_name_or_path)),
-            "environment": {k: v for k, v in environment().items() if k != "git_commit"},
-            "rows": rows,
-        }
-        write_json_atomic(args.output, report)
-        print(f"-> {args.output}")
+        write_measurements(
+            args.output,
+            "same_step",
+            "tools/same_step.py",
+            argv,
+            args.model_name or os.path.basename(os.path.normpath(args.model_name_or_path)),
+            rows,
+            {k: v for k, v in environment().items() if k != "git_commit"},
+        )
     return 0
 
 
