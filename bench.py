@@ -12,6 +12,7 @@ SST2_TRAIN_LENGTHS. Prints a table and writes results/bench/bench-<UTC time>.jso
 
 import cProfile
 import gc
+import itertools
 import math
 import os
 import pstats
@@ -114,6 +115,7 @@ SST2_TRAIN_LENGTHS = {
     66: 2,
 }
 SST2_TRAIN_SENTENCES = 67_349
+BARE_LOOP = "bare loop"  # a --variants entry: the recipe's step through bare_loop instead of trainer.train()
 
 
 @dataclass
@@ -126,7 +128,8 @@ class BenchArguments:
         default=None,
         metadata={
             "help": "Semicolon-separated sets of train flags, each measured as one more row of the fast recipe "
-            "with those flags on top, e.g. '--torch_compile_dynamic False;--torch_compile_mode default'."
+            "with those flags on top, e.g. '--torch_compile_dynamic False;--torch_compile_mode default'; "
+            f"'{BARE_LOOP}' steps the fast recipe through a plain PyTorch loop instead of the Trainer's (bare_loop)."
         },
     )
     model_name_or_path: Optional[str] = field(
@@ -212,25 +215,32 @@ class StageTimer(TrainerCallback):
         self.warmup_steps = warmup_steps
         self.totals, self.steps, self.last, self.counting = dict.fromkeys(self.STAGES, 0.0), 0, None, False
 
-    def _lap(self, stage):
+    def lap(self, stage):
+        """Ends `stage` now; the first stage of a step is begin_step's."""
         now = time.perf_counter()
         if self.counting and self.last is not None:
             self.totals[stage] += now - self.last
         self.last = now
 
+    def begin_step(self, steps_done):
+        self.counting = steps_done >= self.warmup_steps
+        self.lap("batch")
+
+    def end_step(self):
+        self.lap("scheduler_zero_grad")
+        self.steps += self.counting
+
     def on_step_begin(self, args, state, control, **kwargs):
-        self.counting = state.global_step >= self.warmup_steps  # steps done so far: this one is timed
-        self._lap("batch")
+        self.begin_step(state.global_step)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self._lap("forward_backward_clip")
+        self.lap("forward_backward_clip")
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self._lap("optimizer")
+        self.lap("optimizer")
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._lap("scheduler_zero_grad")
-        self.steps += self.counting
+        self.end_step()
 
     def ms_per_step(self):
         return (
@@ -410,9 +420,49 @@ def pad_to_max_length(dataset, tokenizer, max_length):
     return dataset.map(pad)
 
 
+def bare_loop(trainer, warmup_steps, stages):
+    """Trains the Trainer's model on its batches, with its optimizer and scheduler, in a plain PyTorch loop
+    instead of trainer.train(): the step without the Trainer's loop around it, so that a row of it against the
+    Trainer's row says how much host time that loop adds (the issue's own bare loop, without the Trainer, ran
+    BERT-base in 5.3 ms per step on an H200).
+
+    The Trainer's accelerator prepares the model as the Trainer's loop does (device, autocast, torch.compile),
+    so the compiled graphs are the same. The step is the Trainer's: forward, backward, clipping at
+    max_grad_norm, optimizer, scheduler, zero_grad, timed by `stages` at the same four points. What it leaves
+    out is the rest: callbacks, accelerate's wrappers around the optimizer and scheduler, the loss kept for
+    logging, and train() at every step. Returns (start, end of the warm-up, end), read as StepTimer reads them.
+    """
+    args = trainer.args
+    if args.gradient_accumulation_steps != 1:
+        raise ConfigError("the bare loop takes one batch per step: --gradient_accumulation_steps 1.")
+    loader = trainer.get_train_dataloader()  # the Trainer's sampler, collator, workers and device placement
+    trainer.create_optimizer_and_scheduler(num_training_steps=args.max_steps)
+    optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
+    model = trainer.accelerator.prepare_model(trainer.model)
+    trained = [parameter for parameter in trainer.model.parameters() if parameter.requires_grad]
+    model.train()
+    begin = warm = StepTimer._now()
+    for done, batch in enumerate(itertools.islice(loader, args.max_steps)):
+        stages.begin_step(done)
+        model(**batch).loss.backward()
+        if args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trained, args.max_grad_norm)
+        stages.lap("forward_backward_clip")
+        optimizer.step()
+        stages.lap("optimizer")
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        stages.end_step()
+        if done + 1 == warmup_steps:
+            warm = StepTimer._now()
+    return begin, warm, StepTimer._now()
+
+
 def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch, flags=(), eval_set=None):
-    """One configuration's row. `flags` go before the variant's; with `eval_set`, one evaluation of it is timed
-    (after a first one that compiles), for the projected wall time of the original's protocol."""
+    """One configuration's row. `flags` go before the variant's, and the variant BARE_LOOP steps the recipe
+    through bare_loop. With `eval_set`, one evaluation of it is timed (after a first one that compiles), for
+    the projected wall time of the original's protocol."""
+    bare = variant == BARE_LOOP
     steps = bench.warmup_steps + bench.measure_steps
     argv = [
         "--method",
@@ -440,7 +490,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     ]
     if bench.use_cpu:
         argv.append("--use_cpu")
-    argv += [*flags, *shlex.split(variant or "")]
+    argv += [*flags, *([] if bare else shlex.split(variant or ""))]
     experiment, training, settings = parse_args(argv)
     ran = {**training.to_dict(), **asdict(experiment)}
 
@@ -459,12 +509,16 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         callbacks.append(StepProfiler(bench.warmup_steps, trace, steps=min(bench.profile_steps, bench.measure_steps)))
     trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()
-    trainer.train()
+    if bare:
+        begin, warm, end = bare_loop(trainer, bench.warmup_steps, stages)
+    else:
+        trainer.train()
+        begin, warm, end = timer.begin, timer.warm, timer.end
     memory = peak_memory_mb()
-    ms_per_step = 1000 * (timer.end - timer.warm) / bench.measure_steps
-    warmup_s = timer.warm - timer.begin
+    ms_per_step = 1000 * (end - warm) / bench.measure_steps
+    warmup_s = warm - begin
     eval_s = eval_first_s = None
-    if eval_set is not None:
+    if eval_set is not None and not bare:  # the Trainer evaluates, not a training loop
         if experiment.pad_to_max_length:
             eval_set = pad_to_max_length(eval_set, tokenizer, max_length)
         started = StepTimer._now()
@@ -486,7 +540,9 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         **memory,
         "eval_s": None if eval_s is None else round(eval_s, 3),
         "eval_first_s": None if eval_first_s is None else round(eval_first_s, 3),
-        "projected_protocol_s": round(
+        "projected_protocol_s": None  # a loop without evaluations, the Trainer's checkpoints and logs: no protocol
+        if bare
+        else round(
             warmup_s
             + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000
             + (eval_first_s or 0.0)
@@ -525,7 +581,7 @@ def print_table(rows):
             continue
         memory = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
         reserved = "n/a" if row["peak_memory_reserved_mb"] is None else f"{row['peak_memory_reserved_mb']:.0f}"
-        projected = f"{row['projected_protocol_s'] / 60:.1f} min"
+        projected = "n/a" if row["projected_protocol_s"] is None else f"{row['projected_protocol_s'] / 60:.1f} min"
         speedup = f"{row['speedup']:.2f}x" if row.get("speedup") else "n/a"  # n/a: its baseline failed
         print(
             f"{row['method']:<8} {recipe:<{width}} {row['ms_per_step']:>8.2f} {row['warmup_s']:>9.1f} "

@@ -7,6 +7,7 @@
     python gpu_report.py --part end_to_end_prefix ...  # train_prefix.py, the same
     python gpu_report.py --part original ...           # train_finetune.py, one epoch under --recipe original
     python gpu_report.py --part profile ...            # where a fast step's time goes
+    python gpu_report.py --part bench_bare ...         # full fine-tuning's fast step in a loop without the Trainer
     python gpu_report.py --part bench_variants ...     # the fast recipe with other flags (VARIANTS), one row each
     python gpu_report.py --markdown                    # the README's GPU section, from the JSON
 
@@ -28,6 +29,9 @@ again replaces its own rows only. A report from another card or torch version is
 - profile: torch.profiler over --profile_steps fast full fine-tuning steps after the warm-up: kernel ms per
   step and the share of the time the GPU is busy, host ms per step and the operations that take most of it,
   kernel launches and synchronisations per step; then cProfile over as many steps, for the Python functions.
+- bench_bare: the bench's fast full fine-tuning row again, stepped by a plain PyTorch loop over the Trainer's
+  own model, batches, optimizer and scheduler (bench.bare_loop): the step without the Trainer's loop around
+  it, so that the two rows, stage by stage, say what that loop costs the host.
 - bench_variants: the bench's fast rows again with the flags of each of VARIANTS on top, against the same
   original row: alternatives measured on the card before one becomes the recipe.
 
@@ -54,7 +58,16 @@ from significance import mcnemar_exact
 from utils import environment
 
 # In the order a GPU window runs them (tools/gpu_window.sh): what no window has measured yet first.
-PARTS = ("bench_full", "profile", "bench_variants", "bench_prefix", "end_to_end_prefix", "end_to_end_full", "original")
+PARTS = (
+    "bench_full",
+    "bench_bare",
+    "profile",
+    "bench_variants",
+    "bench_prefix",
+    "end_to_end_prefix",
+    "end_to_end_full",
+    "original",
+)
 GROUPS = {"all": PARTS, "bench": ("bench_full", "bench_prefix"), "end_to_end": ("end_to_end_full", "end_to_end_prefix")}
 ROW_KEYS = {"bench": ("method", "recipe", "variant"), "end_to_end": ("script", "recipe")}  # a rerun replaces its own
 # Alternatives to the fast recipe, each one more row. The fast step waits on the host (the profile in
@@ -180,6 +193,10 @@ def part_profile(report, save):
     measure(report, [("full", "fast", None)], keep, profile=True)
 
 
+def part_bench_bare(report, save):
+    measure(report, [("full", "fast", bench.BARE_LOOP)], lambda row: save({"bench": [row]}))
+
+
 def part_bench_variants(report, save):
     measure(report, [(method, "fast", variant) for method, variant in VARIANTS], lambda row: save({"bench": [row]}))
 
@@ -239,6 +256,7 @@ def run_row(record, method, recipe):
 PART_FUNCTIONS = {
     "bench_full": bench_part("full"),
     "bench_prefix": bench_part("prefix"),
+    "bench_bare": part_bench_bare,
     "bench_variants": part_bench_variants,
     "end_to_end_full": end_to_end_part("full", "fast"),
     "end_to_end_prefix": end_to_end_part("prefix", "fast"),
@@ -322,11 +340,13 @@ def markdown(report) -> str:
                 lines.append(f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | failed: "
                              f"{r['error'][:80]} |||||||")  # fmt: skip
                 continue
+            projected = r["projected_protocol_s"]  # None for the bare loop, which evaluates nothing
+            if projected is not None:
+                projected = f"{projected / 60:.1f} min{'' if 'eval_first_s' in r else ' *'}"
             lines.append(
                 f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | {r['ms_per_step']:.2f} | "
-                f"{r.get('speedup') or 'n/a'}× | "
-                f"{r['warmup_s']:.1f} | {r['peak_memory_mb']} | {r['peak_memory_reserved_mb']} | {r['eval_s']} | "
-                f"{r['projected_protocol_s'] / 60:.1f} min{'' if 'eval_first_s' in r else ' *'} |"
+                f"{r.get('speedup') or 'n/a'}× | {r['warmup_s']:.1f} | {r['peak_memory_mb']} | "
+                f"{r['peak_memory_reserved_mb']} | {r['eval_s'] or 'n/a'} | {projected or 'n/a'} |"
             )
         if any("eval_first_s" not in r for r in report["bench"] if "error" not in r):
             lines += [

@@ -98,6 +98,27 @@ def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_da
 
 
 @pytest.mark.slow
+def test_the_bare_loop_is_a_row_of_its_own_timed_stage_by_stage(tiny_model, tiny_data, tmp_path):
+    output = tmp_path / "report.json"
+    flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]
+    assert gpu_report.main(["--part", "bench_full", *flags]) == 0
+    assert gpu_report.main(["--part", "bench_bare", *flags]) == 0
+    rows = {(r["recipe"], r["variant"]): r for r in read_json(output)["bench"]}
+    assert list(rows) == [("original", None), ("fast", None), ("fast", "bare loop")]
+    original, fast, bare = rows.values()
+    assert bare["settings"] == fast["settings"]  # the same recipe, stepped by another loop
+    assert bare["warmup_steps"] == fast["warmup_steps"] and bare["ms_per_step"] > 0
+    assert list(bare["host_ms_per_stage"]) == list(fast["host_ms_per_stage"])
+    assert sum(bare["host_ms_per_stage"].values()) == pytest.approx(bare["ms_per_step"], rel=0.1)
+    assert bare["speedup"] == round(original["ms_per_step"] / bare["ms_per_step"], 2)
+    assert bare["eval_s"] is None and bare["projected_protocol_s"] is None  # it evaluates nothing
+    text = gpu_report.markdown(read_json(output))
+    in_bench, in_stages = [line for line in text.splitlines() if line.startswith("| full | fast bare loop | ")]
+    assert in_bench.endswith("| n/a | n/a |")  # no evaluation, no protocol
+    assert in_stages.endswith(" | ".join(map(str, bare["host_ms_per_stage"].values())) + " |")
+
+
+@pytest.mark.slow
 def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, tmp_path):
     output = tmp_path / "report.json"
     flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]

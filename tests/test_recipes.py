@@ -463,3 +463,36 @@ def test_the_same_step_check_finds_the_key_biases_zero_and_the_rest_equal(tiny_m
         assert row["widths"][0] > row["widths"][1]
         assert row["loss_difference"] < 1e-6 and row["max_relative_gradient_difference"] < 1e-4
     assert tiny_model not in report["command"] and report["kind"] == "same_step"
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_bench_s_bare_loop_takes_the_trainer_s_steps(method, tiny_model, tiny_data, tmp_path):
+    """bench.bare_loop, the reference for what the Trainer's loop adds to a step, must compute the same steps:
+    the same batches, clipping, optimizer and schedule leave the same weights. Dropout is off, so that no random
+    draw can tell the two loops apart, and the clipping's threshold low, so that it acts at every step."""
+    import bench
+    from experiment import build_model, build_trainer, prepare_data
+
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "5", "--max_grad_norm", "0.01")
+    flags = ["--use_cpu", "--eval_strategy", "no", "--train_sampling_strategy", "sequential"]
+    experiment, training, _ = parse_args([*argv, *flags], method=method)
+    trained = {}
+    for loop in ("trainer", "bare"):
+        model, tokenizer = build_model(experiment, training)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        data = prepare_data(experiment, model, tokenizer)
+        trainer = build_trainer(experiment, training, model, tokenizer, data.train)
+        if loop == "trainer":
+            trainer.train()
+        else:
+            stages = bench.StageTimer(warmup_steps=2)
+            begin, warm, end = bench.bare_loop(trainer, 2, stages)
+            assert begin <= warm <= end and stages.steps == 3  # steps 3 to 5 are timed
+        trained[loop] = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    initial, _ = build_model(experiment, training)
+    start = dict(initial.named_parameters())
+    assert any(not torch.equal(start[name], value) for name, value in trained["bare"].items())  # it trained
+    for name, value in trained["trainer"].items():
+        torch.testing.assert_close(trained["bare"][name], value, rtol=1e-5, atol=1e-6)
