@@ -423,8 +423,8 @@ def pad_to_max_length(dataset, tokenizer, max_length):
 def bare_loop(trainer, warmup_steps, stages):
     """Trains the Trainer's model on its batches, with its optimizer and scheduler, in a plain PyTorch loop
     instead of trainer.train(): the step without the Trainer's loop around it, so that a row of it against the
-    Trainer's row says how much host time that loop adds (the issue's own bare loop, without the Trainer, ran
-    BERT-base in 5.3 ms per step on an H200).
+    Trainer's row says how much host time that loop adds (a compiled loop without the Trainer, the GPU issue's
+    reference, ran BERT-base in 5.3 ms per step on an H200).
 
     The Trainer's accelerator prepares the model as the Trainer's loop does (device, autocast, torch.compile),
     so the compiled graphs are the same. The step is the Trainer's: forward, backward, clipping at
