@@ -496,3 +496,14 @@ def test_bench_s_bare_loop_takes_the_trainer_s_steps(method, tiny_model, tiny_da
     assert any(not torch.equal(start[name], value) for name, value in trained["bare"].items())  # it trained
     for name, value in trained["trainer"].items():
         torch.testing.assert_close(trained["bare"][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_bench_s_bare_loop_refuses_gradient_accumulation():
+    """Its step is one batch: with accumulation it would time another step than the Trainer's."""
+    import types
+
+    import bench
+
+    trainer = types.SimpleNamespace(args=types.SimpleNamespace(gradient_accumulation_steps=2))
+    with pytest.raises(ConfigError, match="one batch per step"):
+        bench.bare_loop(trainer, 1, bench.StageTimer(1))
