@@ -113,6 +113,35 @@ FAST_ON_GPU = dict(
     dataloader_num_workers=2,  # collate the next batch while the GPU runs this one
     accelerator_config={"non_blocking": True},  # a blocking copy would wait for the previous step: a sync per step
 )
+# What stands in where a GPU cannot run all of FAST_ON_GPU (GpuSupport). Not measured: we borrow H100s and H200s.
+# Before Ampere (T4, V100, P100) bf16 is emulated, and inductor runs any graph that holds it eagerly: fp16
+# autocast with the Trainer's loss scaling instead, as those cards train BERT (fused AdamW takes the scale).
+WITHOUT_NATIVE_BF16 = dict(bf16=False, bf16_frozen_weights=False, fp16=True)
+# torch.compile's GPU kernels are Triton's: none below compute capability 7.0 (P100), nor without triton
+# installed (torch's Windows wheels); there inductor raises at the first step. Eager instead.
+COMPILE_SETTINGS = ("torch_compile", "torch_compile_mode", "torch_compile_dynamic")
+PRECISIONS = ("bf16", "fp16")  # one typed replaces the recipe's, so --bf16 False means fp32 on every card
+
+
+@dataclass(frozen=True)
+class GpuSupport:
+    """What of FAST_ON_GPU this machine's GPU runs (gpu_support); recipe_settings leaves out the rest."""
+
+    name: str = "GPU"
+    native_bf16: bool = True  # compute capability 8.0 (Ampere) and newer, and AMD's: what inductor compiles
+    triton: bool = True  # triton installed, and compute capability 7.0 or newer
+
+
+def gpu_support() -> Optional["GpuSupport"]:
+    """This machine's GPU, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from torch.utils._triton import has_triton  # what inductor asks before it compiles for a GPU
+
+    native = torch.cuda.is_bf16_supported(including_emulation=False)  # the Trainer's own check counts emulation
+    return GpuSupport(torch.cuda.get_device_name(), native, has_triton())
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # becomes a file and a folder name
@@ -169,7 +198,8 @@ class ExperimentArguments:
         default="fast",
         metadata={
             "help": "'original': the original's mechanics (fp32, padding to max_seq_length, eager). "
-            "'fast': the fastest path on this device (on a GPU: bf16, length buckets, CUDA graphs, fused AdamW).",
+            "'fast': the fastest path on this device (on a GPU: bf16, or fp16 before Ampere; length buckets; CUDA "
+            "graphs where Triton runs; fused AdamW).",
             "choices": sorted(RECIPES),
         },
     )
@@ -280,14 +310,32 @@ class ExperimentArguments:
             raise ConfigError(f"--data_dir {self.data_dir} is not a folder.")
 
 
-def recipe_settings(recipe: str, on_gpu: bool) -> dict:
-    """The settings a recipe stands for on this kind of device."""
+def recipe_settings(recipe: str, gpu: Optional[GpuSupport]) -> dict:
+    """The settings a recipe stands for on this device: `gpu` (gpu_support()), or None for the CPU."""
     settings = dict(RECIPES[recipe])
-    if recipe == "fast" and on_gpu:
-        settings.update(FAST_ON_GPU)
-    if not on_gpu:
+    if gpu is None:
         settings["dataloader_pin_memory"] = False  # pinning needs an accelerator; torch warns otherwise
+    elif recipe == "fast":
+        settings.update(FAST_ON_GPU)
+        if not gpu.native_bf16:
+            settings.update(WITHOUT_NATIVE_BF16)
+        if not gpu.triton:
+            settings = {name: value for name, value in settings.items() if name not in COMPILE_SETTINGS}
     return settings
+
+
+def gpu_note(gpu: Optional[GpuSupport], experiment, training) -> Optional[str]:
+    """What to tell a user whose GPU the fast recipe runs without some of its settings, or None."""
+    if gpu is None or experiment.recipe != "fast":
+        return None
+    instead = []
+    if not gpu.native_bf16 and training.fp16:
+        instead.append("fp16 autocast with loss scaling instead of bf16, which it does not run natively")
+    if not gpu.triton and not training.torch_compile:
+        instead.append("without torch.compile, which needs Triton here (compute capability 7.0 or newer)")
+    if not instead:
+        return None
+    return f"note: the fast recipe on {gpu.name} runs {' and '.join(instead)}; --recipe original runs fp32, eagerly."
 
 
 class _Parser(HfArgumentParser):
@@ -319,6 +367,8 @@ def typed_settings(argv: list[str]) -> dict:
 
 def layered_settings(method: str, lr_preset: str, recipe: dict, typed: dict) -> dict:
     """The module docstring's precedence: each layer overrides the one before; the library fills what none set."""
+    if typed.keys() & set(PRECISIONS):
+        recipe = {name: value for name, value in recipe.items() if name not in PRECISIONS}
     schedule = {"max_steps": -1, **DEFAULT_SETTINGS, **recipe, **typed}
     rate = tuned_learning_rate(method, schedule["num_train_epochs"], schedule["max_steps"])
     preset = {"learning_rate": rate} if lr_preset == "tuned" else {}
@@ -334,8 +384,7 @@ def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
         raise ConfigError(f"this script always runs '{method}'; use train_peft.py --method {typed['method']}.")
     if method is None and "method" not in typed:
         raise ConfigError(f"choose a method with --method ({', '.join(METHODS)}).")
-    on_gpu = _cuda_available() and not chosen["use_cpu"]
-    recipe = recipe_settings(chosen["recipe"], on_gpu)
+    recipe = recipe_settings(chosen["recipe"], None if chosen["use_cpu"] else gpu_support())
     values = layered_settings(chosen["method"], chosen["lr_preset"], recipe, typed)
     if values.get("bf16_frozen_weights") and not values.get("bf16"):
         if "bf16_frozen_weights" in typed:
@@ -379,9 +428,3 @@ def refuse_flags(script: str, train_flags: list[str], owned: tuple[str, ...]):
     for flag in owned:
         if any(item == flag or item.startswith(flag + "=") for item in train_flags):
             raise ConfigError(f"{script} sets {flag} itself.")
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

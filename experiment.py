@@ -29,7 +29,7 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedModel, set_seed
 from transformers.utils import logging as hf_logging
 
-from config import ConfigError, parse_args, tuned_rate_note
+from config import ConfigError, gpu_note, gpu_support, parse_args, tuned_rate_note
 from data_loader import (
     SUBSET_SEED,
     DataError,
@@ -322,8 +322,12 @@ def run(experiment, training, recipe, command=()) -> dict:
     if training.disable_tqdm:  # the Trainer's bars only, unless transformers and datasets are told too
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
-    if note := tuned_rate_note(experiment, training):
-        print(note)
+    for note in (
+        tuned_rate_note(experiment, training),
+        gpu_note(None if training.use_cpu else gpu_support(), experiment, training),
+    ):
+        if note:
+            print(note)
     path = results_path(experiment.results_dir, training.run_name)
     _check_writable(experiment.results_dir)
     checkpoint, run_state = plan_resume(experiment, training, path)

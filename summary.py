@@ -73,9 +73,13 @@ def chosen_optimizer(record) -> str:
 
 
 def precision_text(config) -> str:
-    """'fp32'; 'bf16' for bf16 autocast with the frozen weights stored in bf16 (the fast recipe's, on a GPU); or
-    'bf16, frozen fp32' where they stayed in fp32 (--bf16_frozen_weights False)."""
-    if not config.get("training_arguments", {}).get("bf16"):
+    """'fp32'; 'bf16' for bf16 autocast with the frozen weights stored in bf16 (the fast recipe's, on a GPU);
+    'bf16, frozen fp32' where they stayed in fp32 (--bf16_frozen_weights False); or 'fp16' (the fast recipe's
+    on a GPU without native bf16)."""
+    arguments = config.get("training_arguments", {})
+    if arguments.get("fp16"):
+        return "fp16"
+    if not arguments.get("bf16"):
         return "fp32"
     return "bf16, frozen fp32" if config.get("bf16_frozen_weights") is False else "bf16"  # unrecorded: bf16
 

@@ -124,6 +124,13 @@ def test_recipes_are_compared_seed_by_seed_and_each_against_full_under_its_own_r
     assert read_json(tmp_path / "summary.json")["recipes_paired"]["full @ lr 0.001"]["rows"][0]["seed"] == 1
 
 
+def test_an_fp16_run_is_a_precision_of_its_own():
+    """The fast recipe runs fp16 on a GPU without native bf16 (config.WITHOUT_NATIVE_BF16): not an fp32 run."""
+    fp32, fp16 = record("full", 0.5, 10, "fp32"), record("full", 0.75, 10, "fp16")
+    fp16["config"]["training_arguments"]["fp16"] = True
+    assert set(group_by_method([fp32, fp16])) == {"full @ precision fp32", "full @ precision fp16"}
+
+
 def test_bf16_runs_are_paired_with_fp32_by_seed_and_tested_against_full_in_their_own_precision(tmp_path):
     labels = [1, 0, 1, 0, 1, 0, 1, 0]
     wrong_three = [1 - y for y in labels[:3]] + labels[3:]

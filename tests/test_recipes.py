@@ -21,6 +21,10 @@ from config import (
     TUNED_TEN_EPOCH_LEARNING_RATES,
     ConfigError,
     ExperimentArguments,
+    GpuSupport,
+    gpu_note,
+    gpu_support,
+    layered_settings,
     parse_args,
     recipe_settings,
     tuned_rate_note,
@@ -44,7 +48,7 @@ def test_original_recipe_reproduces_the_original_mechanics():
 
 
 def test_fast_recipe_on_a_gpu_compiles_and_buckets():
-    settings = recipe_settings("fast", on_gpu=True)
+    settings = recipe_settings("fast", GpuSupport())  # Ampere or newer
     assert settings["bf16"] and settings["torch_compile"] and settings["optim"] == "adamw_torch_fused"
     assert settings["pad_to_multiple_of"] == 16 and not settings["pad_to_max_length"]
     assert settings["torch_compile_dynamic"] is True  # one compile for every bucket
@@ -53,9 +57,79 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
     assert settings["accelerator_config"] == {"non_blocking": True}
     assert set(FAST_ON_GPU) <= set(settings)
     # On a CPU, steps are compute-bound: dynamic padding, no compile, fp32.
-    cpu = recipe_settings("fast", on_gpu=False)
+    cpu = recipe_settings("fast", None)
     assert not cpu["pad_to_max_length"] and "torch_compile" not in cpu and "bf16" not in cpu
     assert settings["walk_modules_once"] and cpu["walk_modules_once"]  # learns the same (below), costs less host
+
+
+T4 = GpuSupport("Tesla T4", native_bf16=False)  # compute capability 7.5: bf16 emulated, Triton runs
+P100 = GpuSupport("Tesla P100-PCIE-16GB", native_bf16=False, triton=False)  # 6.0: too old for Triton
+
+
+def on_this_gpu(monkeypatch, gpu, argv, method="prefix"):
+    """parse_args as it runs on `gpu`, on this CPU-only machine."""
+    import config
+
+    monkeypatch.setattr(config, "gpu_support", lambda: gpu)
+    return parse_args(argv, method=method)
+
+
+def test_gpu_support_asks_for_native_bf16_and_triton(monkeypatch):
+    """A T4 emulates bf16, so torch's default check (the Trainer's) says yes; inductor asks for native support."""
+    import torch.utils._triton
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *device: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: True)
+    assert gpu_support() == T4
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    assert gpu_support() == GpuSupport("Tesla T4", native_bf16=False, triton=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_support() is None
+
+
+def test_the_fast_recipe_leaves_out_what_an_older_gpu_cannot_run(monkeypatch):
+    ampere = recipe_settings("fast", GpuSupport())
+    # A T4 or V100: fp16 with loss scaling for bf16 (inductor would not compile bf16 there); CUDA graphs stay.
+    _, training, recipe = on_this_gpu(monkeypatch, T4, [])
+    assert (training.fp16, training.bf16) == (True, False) and recipe["bf16_frozen_weights"] is False
+    assert training.torch_compile and training.torch_compile_mode == "reduce-overhead"
+    assert training.optim == "adamw_torch_fused"  # it takes the loss scale itself: no sync per step
+    assert {name: value for name, value in recipe.items() if name not in ("bf16", "fp16", "bf16_frozen_weights")} == {
+        name: value for name, value in ampere.items() if name not in ("bf16", "bf16_frozen_weights")
+    }
+    # A P100: no Triton, so no torch.compile either (it would raise at the first step).
+    experiment, training, recipe = on_this_gpu(monkeypatch, P100, [])
+    assert not training.torch_compile and not {"torch_compile_mode", "torch_compile_dynamic"} & set(recipe)
+    assert experiment.torch_compile_dynamic is None and training.fp16 and experiment.pad_to_multiple_of == 16
+    # The original recipe is the original's mechanics on every card.
+    assert recipe_settings("original", P100) == recipe_settings("original", GpuSupport())
+
+
+def test_a_precision_the_user_types_replaces_the_recipe_s():
+    """Either flag replaces the recipe's choice of the two, so the two never meet (the Trainer refuses both)."""
+
+    def precision(gpu, typed):
+        settings = layered_settings("prefix", "default", recipe_settings("fast", gpu), typed)
+        return settings.get("bf16", False), settings.get("fp16", False)
+
+    assert precision(T4, {}) == (False, True) and precision(GpuSupport(), {}) == (True, False)
+    assert precision(T4, {"bf16": True}) == (True, False)
+    assert precision(T4, {"bf16": False}) == (False, False)  # fp32, as --bf16 False means on an Ampere card
+    assert precision(GpuSupport(), {"fp16": True}) == (False, True)
+    assert precision(GpuSupport(), {"bf16": False}) == (False, False)
+
+
+def test_the_user_is_told_what_the_fast_recipe_runs_instead(monkeypatch):
+    for gpu, says in ((T4, ["fp16"]), (P100, ["fp16", "without torch.compile"])):
+        experiment, training, _ = on_this_gpu(monkeypatch, gpu, [])
+        note = gpu_note(gpu, experiment, training)
+        assert gpu.name in note and all(word in note for word in says) and "--recipe original" in note
+    assert "torch.compile" not in gpu_note(T4, *on_this_gpu(monkeypatch, T4, [])[:2])
+    assert gpu_note(T4, *on_this_gpu(monkeypatch, T4, ["--fp16", "False"])[:2]) is None  # the user's choice
+    assert gpu_note(GpuSupport(), *on_this_gpu(monkeypatch, GpuSupport(), ["--bf16", "False"])[:2]) is None
+    assert gpu_note(T4, *on_this_gpu(monkeypatch, T4, ["--recipe", "original"])[:2]) is None
 
 
 def test_frozen_weights_in_bf16_follow_the_user_s_bf16(monkeypatch):
@@ -147,7 +221,7 @@ def test_both_recipes_learn_the_same_thing(method, tiny_model, tiny_data, tmp_pa
     original, fast = read_json(tmp_path / "original.json"), read_json(tmp_path / "fast.json")
     assert original["config"]["pad_to_max_length"] and not fast["config"]["pad_to_max_length"]
     assert original["config"]["recipe"] == "original" and fast["config"]["recipe_settings"] == recipe_settings(
-        "fast", False
+        "fast", None
     )
     for a, b in zip(original["history"], fast["history"]):
         assert a["eval_accuracy"] == b["eval_accuracy"]
