@@ -338,6 +338,19 @@ def gpu_note(gpu: Optional[GpuSupport], experiment, training) -> Optional[str]:
     return f"note: the fast recipe on {gpu.name} runs {' and '.join(instead)}; --recipe original runs fp32, eagerly."
 
 
+def data_parallel_note(training) -> Optional[str]:
+    """What to tell a user whose one process sees several GPUs, which the Trainer then runs as nn.DataParallel
+    with a batch that many times the per-device one, or None."""
+    if training.n_gpu <= 1:
+        return None
+    return (
+        f"note: this process sees {training.n_gpu} GPUs, so the Trainer splits each step's "
+        f"{training.train_batch_size} sentences over them (nn.DataParallel, {training.per_device_train_batch_size} "
+        "each); CUDA_VISIBLE_DEVICES=0 trains on one GPU at the per-device batch, and torchrun --nproc_per_node "
+        f"{training.n_gpu} is data parallel that the pipeline tests (README: More than one GPU)."
+    )
+
+
 class _Parser(HfArgumentParser):
     """Raises ConfigError instead of printing usage and exiting, so every refusal looks alike."""
 

@@ -29,7 +29,7 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedModel, set_seed
 from transformers.utils import logging as hf_logging
 
-from config import ConfigError, gpu_note, gpu_support, parse_args, tuned_rate_note
+from config import ConfigError, data_parallel_note, gpu_note, gpu_support, parse_args, tuned_rate_note
 from data_loader import (
     SUBSET_SEED,
     DataError,
@@ -325,6 +325,7 @@ def run(experiment, training, recipe, command=()) -> dict:
     for note in (
         tuned_rate_note(experiment, training),
         gpu_note(None if training.use_cpu else gpu_support(), experiment, training),
+        data_parallel_note(training),
     ):
         if note:
             print(note)

@@ -22,6 +22,7 @@ from config import (
     ConfigError,
     ExperimentArguments,
     GpuSupport,
+    data_parallel_note,
     gpu_note,
     gpu_support,
     layered_settings,
@@ -130,6 +131,19 @@ def test_the_user_is_told_what_the_fast_recipe_runs_instead(monkeypatch):
     assert gpu_note(T4, *on_this_gpu(monkeypatch, T4, ["--fp16", "False"])[:2]) is None  # the user's choice
     assert gpu_note(GpuSupport(), *on_this_gpu(monkeypatch, GpuSupport(), ["--bf16", "False"])[:2]) is None
     assert gpu_note(T4, *on_this_gpu(monkeypatch, T4, ["--recipe", "original"])[:2]) is None
+
+
+def test_one_process_on_several_gpus_is_told_its_batch_and_the_ways_out():
+    """The Trainer's nn.DataParallel multiplies the batch by the GPUs one process sees (TrainingArguments)."""
+    from types import SimpleNamespace
+
+    two = SimpleNamespace(n_gpu=2, per_device_train_batch_size=16, train_batch_size=32)
+    note = data_parallel_note(two)
+    assert "32 sentences" in note and "16 each" in note
+    assert "CUDA_VISIBLE_DEVICES=0" in note and "torchrun --nproc_per_node 2" in note
+    assert data_parallel_note(SimpleNamespace(n_gpu=1)) is None and data_parallel_note(SimpleNamespace(n_gpu=0)) is None
+    _, training, _ = parse_args(["--use_cpu"], method="full")
+    assert data_parallel_note(training) is None
 
 
 def test_frozen_weights_in_bf16_follow_the_user_s_bf16(monkeypatch):
