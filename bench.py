@@ -116,6 +116,8 @@ SST2_TRAIN_LENGTHS = {
 }
 SST2_TRAIN_SENTENCES = 67_349
 BARE_LOOP = "bare loop"  # a --variants entry: the recipe's step through bare_loop instead of trainer.train()
+REFERENCE_LOOP = "reference loop"  # a --variants entry: the GPU issue's reference step (reference_loop)
+REFERENCE_LENGTH = 64  # that reference ran BERT-base on batches of [16, 64] tokens
 
 
 @dataclass
@@ -129,7 +131,8 @@ class BenchArguments:
         metadata={
             "help": "Semicolon-separated sets of train flags, each measured as one more row of the fast recipe "
             "with those flags on top, e.g. '--torch_compile_dynamic False;--torch_compile_mode default'; "
-            f"'{BARE_LOOP}' steps the fast recipe through a plain PyTorch loop instead of the Trainer's (bare_loop)."
+            f"'{BARE_LOOP}' steps the fast recipe through a plain PyTorch loop instead of the Trainer's (bare_loop); "
+            f"'{REFERENCE_LOOP}' times the GPU issue's reference step on the recipe's model (reference_loop)."
         },
     )
     model_name_or_path: Optional[str] = field(
@@ -458,11 +461,56 @@ def bare_loop(trainer, warmup_steps, stages):
     return begin, warm, StepTimer._now()
 
 
+def reference_batch(model, args):
+    """reference_loop's one batch: random tokens, [batch size, 64] (fewer where the model has fewer positions)."""
+    length = min(REFERENCE_LENGTH, model.config.max_position_embeddings)
+    generator = torch.Generator().manual_seed(args.seed)
+    size = args.per_device_train_batch_size
+    batch = {
+        "input_ids": torch.randint(model.config.vocab_size, (size, length), generator=generator),
+        "labels": torch.randint(model.config.num_labels, (size,), generator=generator),
+    }
+    return {name: tensor.to(args.device) for name, tensor in batch.items()}
+
+
+def reference_loop(trainer, warmup_steps, stages):
+    """The GPU issue's reference (5.3 ms per BERT-base step on an H200): the Trainer's model compiled on its own
+    (torch.compile with the recipe's mode, for one fixed shape), under the recipe's bf16 autocast, with the
+    recipe's optimizer stepping eagerly, on one batch already on the device (reference_batch) and at a constant
+    rate: no data loader, clipping, scheduler, accelerate or Trainer. Its row, beside the bare loop's on the same
+    card, says how far the pipeline's step is from that floor, and the floor itself depends on the card and its
+    host. Timed by `stages` as bare_loop is; returns (start, end of the warm-up, end), as it does."""
+    args, model = trainer.args, trainer.model
+    if args.fp16:
+        raise ConfigError("the reference loop runs bf16 or fp32: fp16 would need the Trainer's loss scaling.")
+    batch = reference_batch(model, args)
+    step = torch.compile(model, mode=args.torch_compile_mode, dynamic=False) if args.torch_compile else model
+    optimizer = trainer.create_optimizer()
+    model.train()
+    begin = warm = StepTimer._now()
+    for done in range(args.max_steps):
+        stages.begin_step(done)
+        with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = step(**batch).loss
+        loss.backward()
+        stages.lap("forward_backward_clip")
+        optimizer.step()
+        stages.lap("optimizer")
+        optimizer.zero_grad(set_to_none=True)
+        stages.end_step()
+        if done + 1 == warmup_steps:
+            warm = StepTimer._now()
+    return begin, warm, StepTimer._now()
+
+
+LOOPS = {BARE_LOOP: bare_loop, REFERENCE_LOOP: reference_loop}  # variants that step the recipe's model themselves
+
+
 def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch, flags=(), eval_set=None):
-    """One configuration's row. `flags` go before the variant's, and the variant BARE_LOOP steps the recipe
-    through bare_loop. With `eval_set`, one evaluation of it is timed (after a first one that compiles), for
+    """One configuration's row. `flags` go before the variant's, and a variant of LOOPS steps the recipe's model
+    through that loop. With `eval_set`, one evaluation of it is timed (after a first one that compiles), for
     the projected wall time of the original's protocol."""
-    bare = variant == BARE_LOOP
+    loop = LOOPS.get(variant)
     steps = bench.warmup_steps + bench.measure_steps
     argv = [
         "--method",
@@ -490,7 +538,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     ]
     if bench.use_cpu:
         argv.append("--use_cpu")
-    argv += [*flags, *([] if bare else shlex.split(variant or ""))]
+    argv += [*flags, *([] if loop else shlex.split(variant or ""))]
     experiment, training, settings = parse_args(argv)
     ran = {**training.to_dict(), **asdict(experiment)}
 
@@ -509,8 +557,8 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         callbacks.append(StepProfiler(bench.warmup_steps, trace, steps=min(bench.profile_steps, bench.measure_steps)))
     trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()
-    if bare:
-        begin, warm, end = bare_loop(trainer, bench.warmup_steps, stages)
+    if loop:
+        begin, warm, end = loop(trainer, bench.warmup_steps, stages)
     else:
         trainer.train()
         begin, warm, end = timer.begin, timer.warm, timer.end
@@ -518,7 +566,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     ms_per_step = 1000 * (end - warm) / bench.measure_steps
     warmup_s = warm - begin
     eval_s = eval_first_s = None
-    if eval_set is not None and not bare:  # the Trainer evaluates, not a training loop
+    if eval_set is not None and not loop:  # the Trainer evaluates, not a training loop
         if experiment.pad_to_max_length:
             eval_set = pad_to_max_length(eval_set, tokenizer, max_length)
         started = StepTimer._now()
@@ -541,7 +589,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         "eval_s": None if eval_s is None else round(eval_s, 3),
         "eval_first_s": None if eval_first_s is None else round(eval_first_s, 3),
         "projected_protocol_s": None  # a loop without evaluations, the Trainer's checkpoints and logs: no protocol
-        if bare
+        if loop
         else round(
             warmup_s
             + (steps_per_epoch * bench.epochs - bench.warmup_steps) * ms_per_step / 1000

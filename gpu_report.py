@@ -7,7 +7,7 @@
     python gpu_report.py --part end_to_end_prefix ...  # train_prefix.py, the same
     python gpu_report.py --part original ...           # train_finetune.py, one epoch under --recipe original
     python gpu_report.py --part profile ...            # where a fast step's time goes
-    python gpu_report.py --part bench_bare ...         # full fine-tuning's fast step in a loop without the Trainer
+    python gpu_report.py --part bench_bare ...         # full fine-tuning's fast step without the Trainer; the floor
     python gpu_report.py --part bench_variants ...     # the fast recipe with other flags (VARIANTS), one row each
     python gpu_report.py --markdown                    # the README's GPU section, from the JSON
 
@@ -31,7 +31,9 @@ again replaces its own rows only. A report from another card or torch version is
   kernel launches and synchronisations per step; then cProfile over as many steps, for the Python functions.
 - bench_bare: the bench's fast full fine-tuning row again, stepped by a plain PyTorch loop over the Trainer's
   own model, batches, optimizer and scheduler (bench.bare_loop): the step without the Trainer's loop around
-  it, so that the two rows, stage by stage, say what that loop costs the host.
+  it, so that the two rows, stage by stage, say what that loop costs the host. Then the GPU issue's reference
+  step on the same card (bench.reference_loop: one fixed [16, 64] batch on the device, compiled for that
+  shape, no data loader, clipping or scheduler): the floor that the pipeline's step is measured against.
 - bench_variants: the bench's fast rows again with the flags of each of VARIANTS on top, against the same
   original row: alternatives measured on the card before one becomes the recipe.
 
@@ -194,7 +196,8 @@ def part_profile(report, save):
 
 
 def part_bench_bare(report, save):
-    measure(report, [("full", "fast", bench.BARE_LOOP)], lambda row: save({"bench": [row]}))
+    loops = [("full", "fast", bench.BARE_LOOP), ("full", "fast", bench.REFERENCE_LOOP)]  # the first, cached, first
+    measure(report, loops, lambda row: save({"bench": [row]}))
 
 
 def part_bench_variants(report, save):
@@ -340,7 +343,7 @@ def markdown(report) -> str:
                 lines.append(f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | failed: "
                              f"{r['error'][:80]} |||||||")  # fmt: skip
                 continue
-            projected = r["projected_protocol_s"]  # None for the bare loop, which evaluates nothing
+            projected = r["projected_protocol_s"]  # None for bench.LOOPS' rows, which evaluate nothing
             if projected is not None:
                 projected = f"{projected / 60:.1f} min{'' if 'eval_first_s' in r else ' *'}"
             lines.append(

@@ -98,14 +98,14 @@ def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_da
 
 
 @pytest.mark.slow
-def test_the_bare_loop_is_a_row_of_its_own_timed_stage_by_stage(tiny_model, tiny_data, tmp_path):
+def test_the_bare_and_reference_loops_are_rows_of_their_own_timed_stage_by_stage(tiny_model, tiny_data, tmp_path):
     output = tmp_path / "report.json"
     flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]
     assert gpu_report.main(["--part", "bench_full", *flags]) == 0
     assert gpu_report.main(["--part", "bench_bare", *flags]) == 0
     rows = {(r["recipe"], r["variant"]): r for r in read_json(output)["bench"]}
-    assert list(rows) == [("original", None), ("fast", None), ("fast", "bare loop")]
-    original, fast, bare = rows.values()
+    assert list(rows) == [("original", None), ("fast", None), ("fast", "bare loop"), ("fast", "reference loop")]
+    original, fast, bare, reference = rows.values()
     assert bare["settings"] == fast["settings"]  # the same recipe, stepped by another loop
     assert bare["warmup_steps"] == fast["warmup_steps"] and bare["ms_per_step"] > 0
     assert list(bare["host_ms_per_stage"]) == list(fast["host_ms_per_stage"])
@@ -116,6 +116,10 @@ def test_the_bare_loop_is_a_row_of_its_own_timed_stage_by_stage(tiny_model, tiny
     in_bench, in_stages = [line for line in text.splitlines() if line.startswith("| full | fast bare loop | ")]
     assert in_bench.endswith("| n/a | n/a |")  # no evaluation, no protocol
     assert in_stages.endswith(" | ".join(map(str, bare["host_ms_per_stage"].values())) + " |")
+    # The GPU issue's reference step: a row of its own, on one fixed batch, so its batch stage takes no time.
+    assert reference["eval_s"] is None and reference["projected_protocol_s"] is None and reference["ms_per_step"] > 0
+    assert reference["host_ms_per_stage"]["batch"] < 0.1 * reference["ms_per_step"]
+    assert any(line.startswith("| full | fast reference loop | ") for line in text.splitlines())
 
 
 @pytest.mark.slow

@@ -586,6 +586,50 @@ def test_bench_s_bare_loop_takes_the_trainer_s_steps(method, tiny_model, tiny_da
         torch.testing.assert_close(trained["bare"][name], value, rtol=1e-5, atol=1e-6)
 
 
+def test_bench_s_reference_loop_is_plain_adamw_on_one_batch(tiny_model, tiny_data, tmp_path):
+    """bench.reference_loop, the GPU issue's floor: the same fixed batch at every step, AdamW at a constant rate,
+    no clipping (the threshold is low enough to act at every step, were there any). The expected weights come
+    from torch's own AdamW in a loop written here; dropout is off, so no random draw tells the two apart."""
+    import bench
+    from experiment import build_model, build_trainer, prepare_data
+
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "5", "--max_grad_norm", "0.01")
+    experiment, training, _ = parse_args([*argv, "--use_cpu", "--eval_strategy", "no"], method="full")
+
+    def fresh():
+        model, tokenizer = build_model(experiment, training)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return model, tokenizer
+
+    model, tokenizer = fresh()
+    trainer = build_trainer(experiment, training, model, tokenizer, prepare_data(experiment, model, tokenizer).train)
+    stages = bench.StageTimer(warmup_steps=2)
+    begin, warm, end = bench.reference_loop(trainer, 2, stages)
+    assert begin <= warm <= end and stages.steps == 3  # steps 3 to 5 are timed
+
+    expected, _ = fresh()
+    batch = bench.reference_batch(expected, training)
+    assert batch["input_ids"].shape == (16, 64) and batch["labels"].shape == (16,)  # the issue's [16, 64]
+    trained = [p for p in expected.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trained,
+        lr=training.learning_rate,
+        betas=(training.adam_beta1, training.adam_beta2),
+        eps=training.adam_epsilon,
+        weight_decay=training.weight_decay,
+    )
+    expected.train()
+    for _ in range(5):
+        expected(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    names = dict(expected.named_parameters())
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(value.detach(), names[name].detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_bench_s_bare_loop_refuses_gradient_accumulation():
     """Its step is one batch: with accumulation it would time another step than the Trainer's."""
     import types
