@@ -525,7 +525,7 @@ def summary_line(record, path) -> str:
         f"{record['run_name']}: accuracy {metrics['eval_accuracy']:.2%} "
         f"({metrics['eval_correct']}/{metrics['eval_total']}), train loss {metrics['train_loss']:.4f}, "
         f"training {efficiency['train_time_s']:.1f} s, peak GPU memory "
-        f"{'n/a (CPU)' if memory is None else f'{memory:.0f} MB'}, "
+        f"{'n/a (no CUDA device)' if memory is None else f'{memory:.0f} MB'}, "
         f"{record['params']['trainable']:,} trainable parameters -> {path}"
     )
 

@@ -133,6 +133,28 @@ def test_the_user_is_told_what_the_fast_recipe_runs_instead(monkeypatch):
     assert gpu_note(T4, *on_this_gpu(monkeypatch, T4, ["--recipe", "original"])[:2]) is None
 
 
+def test_a_run_on_an_older_gpu_says_and_records_what_it_ran(tiny_model, tiny_data, tmp_path, monkeypatch, capsys):
+    """Through the train script's main, as on a P100 (here the Trainer trains on the CPU, without use_cpu)."""
+    import config
+    import experiment
+    import summary
+
+    for module in (config, experiment):  # the recipe's, and the note's
+        monkeypatch.setattr(module, "gpu_support", lambda: P100)
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "p100", "--dataloader_num_workers", "0")
+    assert main(argv, method="full") == 0
+    assert "note: the fast recipe on Tesla P100-PCIE-16GB runs fp16" in capsys.readouterr().out
+    record = read_json(tmp_path / "p100.json")
+    assert (
+        record["config"]["recipe_settings"]["fp16"] is True
+        and "torch_compile" not in record["config"]["recipe_settings"]
+    )
+    assert (
+        record["config"]["training_arguments"]["fp16"] and not record["config"]["training_arguments"]["torch_compile"]
+    )
+    assert summary.precision_text(record["config"]) == "fp16"
+
+
 def test_one_process_on_several_gpus_is_told_its_batch_and_the_ways_out():
     """The Trainer's nn.DataParallel multiplies the batch by the GPUs one process sees (TrainingArguments)."""
     from types import SimpleNamespace
