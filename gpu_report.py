@@ -346,9 +346,10 @@ def markdown(report) -> str:
             projected = r["projected_protocol_s"]  # None for bench.LOOPS' rows, which evaluate nothing
             if projected is not None:
                 projected = f"{projected / 60:.1f} min{'' if 'eval_first_s' in r else ' *'}"
+            speedup = f"{r['speedup']}×" if r.get("speedup") else "n/a"  # n/a: no original row to divide by
             lines.append(
                 f"| {r['method']} | {bench.recipe_label(r['recipe'], r.get('variant'))} | {r['ms_per_step']:.2f} | "
-                f"{r.get('speedup') or 'n/a'}× | {r['warmup_s']:.1f} | {r['peak_memory_mb']} | "
+                f"{speedup} | {r['warmup_s']:.1f} | {r['peak_memory_mb']} | "
                 f"{r['peak_memory_reserved_mb']} | {r['eval_s'] or 'n/a'} | {projected or 'n/a'} |"
             )
         if any("eval_first_s" not in r for r in report["bench"] if "error" not in r):
