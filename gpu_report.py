@@ -57,6 +57,7 @@ from experiment import SCRIPTS
 from experiment import main as run_experiment
 from results import portable, read_json, utc_stamp, without_flags, write_json_atomic
 from significance import mcnemar_exact
+from summary import precision_text
 from utils import environment
 
 # In the order a GPU window runs them (tools/gpu_window.sh): what no window has measured yet first.
@@ -254,6 +255,7 @@ def run_row(record, method, recipe):
         "command": record.get("command"),
         "predictions": record.get("predictions"),  # for McNemar's test of bf16 against fp32
         "labels": record.get("labels"),
+        "precision": precision_text(record.get("config", {})),  # the fast recipe's is fp16 on cards before Ampere
     }
 
 
@@ -311,6 +313,7 @@ def merge(path, part, found, command):
     if fast and original and fast["eval_accuracy"] is not None and original["eval_accuracy"] is not None:
         difference = 100 * (fast["eval_accuracy"] - original["eval_accuracy"])
         report["bf16_vs_fp32"] = {
+            "fast_precision": fast.get("precision", "bf16"),  # rows from before it was recorded: bf16
             "accuracy_points": round(difference, 2),
             "within_tolerance": abs(difference) <= BF16_TOLERANCE,
             "tolerance_points": BF16_TOLERANCE,
@@ -397,14 +400,14 @@ def markdown(report) -> str:
         lines += [f"\n{r['script']}, {r['recipe']}: {r['note']}" for r in report["end_to_end"] if r.get("note")]
     if report.get("bf16_vs_fp32"):
         c = report["bf16_vs_fp32"]
-        verdict = "within" if c["within_tolerance"] else "outside"
-        lines += ["", f"bf16 (fast) minus fp32 (original): {c['accuracy_points']:+.2f} points, {verdict} the "
+        verdict, fast = "within" if c["within_tolerance"] else "outside", c.get("fast_precision", "bf16")
+        lines += ["", f"{fast} (fast) minus fp32 (original): {c['accuracy_points']:+.2f} points, {verdict} the "
                   f"{c['tolerance_points']}-point tolerance"]  # fmt: skip
         if c.get("mcnemar"):
             m = c["mcnemar"]
             lines[-1] += (
                 f"; McNemar: {m['only_fp32_right']} sentences only fp32 got right, {m['only_bf16_right']} only "
-                f"bf16, p = {m['p']:.2g}"
+                f"{fast}, p = {m['p']:.2g}"
             )
         lines[-1] += "."
     if report.get("profile"):

@@ -215,6 +215,15 @@ def test_bf16_against_fp32_pairs_the_two_runs_predictions():
     assert report["bf16_vs_fp32"]["within_tolerance"] is False
     expected = {"only_fp32_right": 5, "only_bf16_right": 1, "p": pytest.approx(14 / 64)}
     assert report["bf16_vs_fp32"]["mcnemar"] == expected
+    table = {"eval_correct": 0, "eval_total": 8, "learning_rate": 1e-4, "train_loss": 0.5, "peak_memory_mb": 1}
+    for row in rows:  # what the markdown's table of runs reads too
+        row.update(table)
+    text = gpu_report.markdown(gpu_report.merge("/nonexistent/report.json", "original", {"end_to_end": rows}, "c"))
+    assert "bf16 (fast) minus fp32 (original): -50.00 points" in text  # rows that do not say: the recipe's bf16
+    # On a card before Ampere the fast recipe runs fp16 (config.WITHOUT_NATIVE_BF16): the report says so.
+    rows[1]["precision"] = "fp16"
+    text = gpu_report.markdown(gpu_report.merge("/nonexistent/report.json", "original", {"end_to_end": rows}, "c"))
+    assert "fp16 (fast) minus fp32 (original): -50.00 points" in text and "1 only fp16, p = 0.22" in text
 
 
 def test_the_window_script_runs_every_part():
