@@ -423,6 +423,25 @@ def pad_to_max_length(dataset, tokenizer, max_length):
     return dataset.map(pad)
 
 
+def timed_steps(batches, warmup_steps, stages, forward_backward, optimizer, scheduler=None):
+    """A plain training loop over `batches`, timed by `stages` at the Trainer's four points. Returns (start, end of
+    the warm-up, end), read as StepTimer reads them."""
+    begin = warm = StepTimer._now()
+    for done, batch in enumerate(batches):
+        stages.begin_step(done)
+        forward_backward(batch)
+        stages.lap("forward_backward_clip")
+        optimizer.step()
+        stages.lap("optimizer")
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        stages.end_step()
+        if done + 1 == warmup_steps:
+            warm = StepTimer._now()
+    return begin, warm, StepTimer._now()
+
+
 def bare_loop(trainer, warmup_steps, stages):
     """Trains the Trainer's model on its batches, with its optimizer and scheduler, in a plain PyTorch loop
     instead of trainer.train(): the step without the Trainer's loop around it, so that a row of it against the
@@ -433,32 +452,24 @@ def bare_loop(trainer, warmup_steps, stages):
     so the compiled graphs are the same. The step is the Trainer's: forward, backward, clipping at
     max_grad_norm, optimizer, scheduler, zero_grad, timed by `stages` at the same four points. What it leaves
     out is the rest: callbacks, accelerate's wrappers around the optimizer and scheduler, the loss kept for
-    logging, and train() at every step. Returns (start, end of the warm-up, end), read as StepTimer reads them.
+    logging, and train() at every step. Returns timed_steps' times.
     """
     args = trainer.args
     if args.gradient_accumulation_steps != 1:
         raise ConfigError("the bare loop takes one batch per step: --gradient_accumulation_steps 1.")
     loader = trainer.get_train_dataloader()  # the Trainer's sampler, collator, workers and device placement
     trainer.create_optimizer_and_scheduler(num_training_steps=args.max_steps)
-    optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
     model = trainer.accelerator.prepare_model(trainer.model)
     trained = [parameter for parameter in trainer.model.parameters() if parameter.requires_grad]
-    model.train()
-    begin = warm = StepTimer._now()
-    for done, batch in enumerate(itertools.islice(loader, args.max_steps)):
-        stages.begin_step(done)
+
+    def forward_backward_clip(batch):
         model(**batch).loss.backward()
         if args.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trained, args.max_grad_norm)
-        stages.lap("forward_backward_clip")
-        optimizer.step()
-        stages.lap("optimizer")
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        stages.end_step()
-        if done + 1 == warmup_steps:
-            warm = StepTimer._now()
-    return begin, warm, StepTimer._now()
+
+    model.train()
+    batches = itertools.islice(loader, args.max_steps)
+    return timed_steps(batches, warmup_steps, stages, forward_backward_clip, trainer.optimizer, trainer.lr_scheduler)
 
 
 def reference_batch(model, args):
@@ -479,28 +490,21 @@ def reference_loop(trainer, warmup_steps, stages):
     recipe's optimizer stepping eagerly, on one batch already on the device (reference_batch) and at a constant
     rate: no data loader, clipping, scheduler, accelerate or Trainer. Its row, beside the bare loop's on the same
     card, says how far the pipeline's step is from that floor, and the floor itself depends on the card and its
-    host. Timed by `stages` as bare_loop is; returns (start, end of the warm-up, end), as it does."""
+    host. Timed by `stages` as bare_loop is; returns timed_steps' times."""
     args, model = trainer.args, trainer.model
     if args.fp16:
         raise ConfigError("the reference loop runs bf16 or fp32: fp16 would need the Trainer's loss scaling.")
     batch = reference_batch(model, args)
     step = torch.compile(model, mode=args.torch_compile_mode, dynamic=False) if args.torch_compile else model
-    optimizer = trainer.create_optimizer()
-    model.train()
-    begin = warm = StepTimer._now()
-    for done in range(args.max_steps):
-        stages.begin_step(done)
+
+    def forward_backward(batch):
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = step(**batch).loss
         loss.backward()
-        stages.lap("forward_backward_clip")
-        optimizer.step()
-        stages.lap("optimizer")
-        optimizer.zero_grad(set_to_none=True)
-        stages.end_step()
-        if done + 1 == warmup_steps:
-            warm = StepTimer._now()
-    return begin, warm, StepTimer._now()
+
+    model.train()
+    batches = itertools.repeat(batch, args.max_steps)
+    return timed_steps(batches, warmup_steps, stages, forward_backward, trainer.create_optimizer())
 
 
 LOOPS = {BARE_LOOP: bare_loop, REFERENCE_LOOP: reference_loop}  # variants that step the recipe's model themselves
