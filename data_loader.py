@@ -1,4 +1,4 @@
-"""GLUE SST-2, from the Hugging Face Hub or from local files, tokenized once.
+"""GLUE SST-2, from the Hugging Face Hub or from local files, tokenized once, and padded into batches.
 
 Evaluation uses GLUE's validation split (872 sentences): GLUE withholds the test labels.
 Local files load as other tools write them: GLUE's unquoted TSVs, spreadsheet exports (a byte-order mark,
@@ -10,11 +10,15 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import re
 
+import numpy as np
+import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
+from transformers import DataCollatorWithPadding
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("dev", "validation")}
 FORMATS = {".tsv": "csv", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -268,3 +272,51 @@ def tokenize(dataset, tokenizer, max_length: int, pad_to_max_length: bool):
     untruncated = tokenizer(list(dataset.select(full)["sentence"]))["input_ids"] if full else []
     truncated = sum(len(ids) > max_length for ids in untruncated)
     return encoded, truncated
+
+
+LABEL_KEYS = ("label", "label_ids", "labels")  # the model's argument is `labels`, as DataCollatorWithPadding names it
+
+
+class PaddingCollator:
+    """DataCollatorWithPadding's batches, the same tensors (tests/test_data_loader.py), padded with numpy.
+
+    The fast recipe collates in the training loop's thread, on a GPU too (no loader workers), where the step
+    waits on the host, and tokenizer.pad, as DataCollatorWithPadding pads, costs it more than the numpy
+    padding (tools/batch_time.py). Features
+    it does not know go to DataCollatorWithPadding.
+    """
+
+    def __init__(self, tokenizer, pad_to_multiple_of=None):
+        self.reference = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        # tokenizer.pad's values for each of its outputs
+        self.pad_values = {
+            "input_ids": tokenizer.pad_token_id,
+            "token_type_ids": tokenizer.pad_token_type_id,
+            "attention_mask": 0,
+            "special_tokens_mask": 1,
+        }
+        self.left = tokenizer.padding_side == "left"
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, features):
+        keys = features[0].keys()
+        known = all(key in self.pad_values or key in LABEL_KEYS for key in keys)
+        if not known or "input_ids" not in keys or self.pad_values["input_ids"] is None:
+            return self.reference(features)
+        length = max(len(feature["input_ids"]) for feature in features)
+        if self.multiple:
+            length = math.ceil(length / self.multiple) * self.multiple
+        batch = {}
+        for key in keys:
+            if key in LABEL_KEYS:
+                batch["labels"] = torch.tensor([feature[key] for feature in features])
+                continue
+            padded = np.full((len(features), length), self.pad_values[key], dtype=np.int64)
+            for row, feature in zip(padded, features):
+                values = feature[key]
+                if self.left:
+                    row[length - len(values) :] = values
+                else:
+                    row[: len(values)] = values
+            batch[key] = torch.from_numpy(padded)
+        return batch

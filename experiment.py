@@ -26,13 +26,14 @@ import torch
 import torch.fx.experimental._config
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, PreTrainedModel, set_seed
+from transformers import PreTrainedModel, set_seed
 from transformers.utils import logging as hf_logging
 
 from config import ConfigError, data_parallel_note, gpu_note, gpu_support, parse_args, tuned_rate_note
 from data_loader import (
     SUBSET_SEED,
     DataError,
+    PaddingCollator,
     data_source,
     indices_checksum,
     load_sst2,
@@ -204,7 +205,7 @@ def build_trainer(experiment, training, model, tokenizer, train_set, eval_set=No
             train_dataset=train_set,
             eval_dataset=eval_set,
             processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
+            data_collator=PaddingCollator(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
             compute_metrics=accuracy_metrics,
             preprocess_logits_for_metrics=argmax_logits,
             callbacks=list(callbacks),

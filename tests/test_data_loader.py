@@ -1,14 +1,16 @@
-"""SST-2 from local files in GLUE's format and in the other formats datasets reads."""
+"""SST-2 from local files in GLUE's format and in the other formats datasets reads, and its batches."""
 
 import json
 import re
 
 import pandas as pd
 import pytest
-from conftest import write_tsv
-from transformers import AutoTokenizer
+import torch
+from conftest import tool, toy_sentences, write_tsv
+from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from data_loader import load_sst2, tokenize
+from data_loader import PaddingCollator, load_sst2, tokenize
+from results import read_json
 
 ROWS = [('"quoted" start is fine ', 1), ("a dull , dull film ", 0), ("it 's good ", 1)]
 
@@ -120,3 +122,55 @@ def test_an_invalid_file_names_the_file_and_line(name, content, message, tmp_pat
     FRAME.to_csv(tmp_path / "dev.csv", index=False)
     with pytest.raises(DataError, match=re.escape(message)):
         load_sst2(str(tmp_path))
+
+
+@pytest.mark.parametrize("multiple", [None, 8, 16])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("label_key", ["label", "labels"])
+def test_padding_collator_makes_transformers_batches(multiple, side, label_key, tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.padding_side = side
+    rows = toy_sentences(16, seed=5)
+    # as the Trainer hands them over: one dict per sentence, lists of ints, as datasets stores them
+    features = [{**tokenizer(sentence), label_key: label} for sentence, label in rows]
+    assert len({len(feature["input_ids"]) for feature in features}) > 3
+    expected = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)(features)
+    batch = PaddingCollator(tokenizer, pad_to_multiple_of=multiple)(features)
+    assert set(batch) == set(expected) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+    for key, tensor in expected.items():
+        assert batch[key].dtype == tensor.dtype and torch.equal(batch[key], tensor), key
+
+
+def test_padding_collator_pads_with_the_tokenizers_ids(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.pad_token = "[MASK]"  # a pad id other than 0, as RoBERTa's is 1
+    features = [{**tokenizer("good"), "label": 1}, {**tokenizer("the film was dull and bad"), "label": 0}]
+    batch = PaddingCollator(tokenizer)(features)
+    short = len(features[0]["input_ids"])
+    assert batch["input_ids"][0, short:].eq(tokenizer.convert_tokens_to_ids("[MASK]")).all()
+    assert batch["attention_mask"][0, short:].eq(0).all()
+    expected = DataCollatorWithPadding(tokenizer)(features)
+    assert all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+def test_padding_collator_leaves_other_features_to_transformers(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    features = [
+        {**tokenizer(sentence), "label": label, "idx": i} for i, (sentence, label) in enumerate(toy_sentences(4, 2))
+    ]
+    expected = DataCollatorWithPadding(tokenizer)(features)
+    batch = PaddingCollator(tokenizer)(features)
+    assert set(batch) == set(expected) and all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+def test_the_batch_time_tool_times_each_collator_as_the_trainer_serves_it(tiny_model, tiny_data, tmp_path):
+    output = tmp_path / "batch_time.json"
+    argv = ["--model_name_or_path", tiny_model, "--data_dir", tiny_data, "--workers", "0,1"]
+    argv += ["--warmup", "1", "--batches", "2", "--repeats", "1", "--gap_ms", "1"]
+    assert tool("batch_time").main([*argv, "--output", str(output)]) == 0
+    record = read_json(output)
+    assert record["kind"] == "batch_time" and record["command"].startswith("python tools/batch_time.py ")
+    assert tiny_model not in record["command"]  # no machine path
+    ran = [(row["collator"], row["workers"]) for row in record["rows"]]
+    assert ran == [(name, workers) for workers in (0, 1) for name in ("DataCollatorWithPadding", "PaddingCollator")]
+    assert all(row["ms_per_batch"] > 0 for row in record["rows"])

@@ -10,7 +10,6 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
 )
@@ -30,6 +29,7 @@ from config import (
     recipe_settings,
     tuned_rate_note,
 )
+from data_loader import PaddingCollator
 from experiment import ExperimentTrainer, main
 from methods import apply_method
 from results import read_json
@@ -141,7 +141,7 @@ def test_a_run_on_an_older_gpu_says_and_records_what_it_ran(tiny_model, tiny_dat
 
     for module in (config, experiment):  # the recipe's, and the note's
         monkeypatch.setattr(module, "gpu_support", lambda: P100)
-    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "p100", "--dataloader_num_workers", "0")
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "p100")
     assert main(argv, method="full") == 0
     assert "note: the fast recipe on Tesla P100-PCIE-16GB runs fp16" in capsys.readouterr().out
     record = read_json(tmp_path / "p100.json")
@@ -273,7 +273,7 @@ def tokenizer(tiny_model):
 def test_length_buckets_never_truncate(tokenizer):
     sentences = [sentence for sentence, _ in toy_sentences(40, seed=3)] + ["good " * 40]
     features = [tokenizer(s, truncation=True, max_length=60) for s in sentences]
-    batch = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=16)(features)
+    batch = PaddingCollator(tokenizer, pad_to_multiple_of=16)(features)
     longest = max(len(feature["input_ids"]) for feature in features)
     assert batch["input_ids"].shape[1] % 16 == 0 and longest <= batch["input_ids"].shape[1] < longest + 16
     for row, feature in enumerate(features):
@@ -298,7 +298,7 @@ def test_outputs_and_gradients_do_not_depend_on_the_bucket(method, tiny_model, t
     assert len({len(feature["input_ids"]) for feature in features}) == 3  # so the batch pads within itself too
     steps, widths = [], set()
     for multiple in (1, 16, 32, 48):  # 1: each batch padded to its longest sentence, as the fast recipe on a CPU
-        batch = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)(features)
+        batch = PaddingCollator(tokenizer, pad_to_multiple_of=multiple)(features)
         widths.add(batch["input_ids"].shape[1])
         model.zero_grad()
         output = model(**batch, labels=labels)
