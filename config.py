@@ -110,8 +110,8 @@ FAST_ON_GPU = dict(
     bf16_frozen_weights=True,  # frozen weights in bf16: what autocast feeds the matmuls anyway, at half the memory
     optim="adamw_torch_fused",  # one kernel for the update instead of one per parameter tensor
     per_device_eval_batch_size=512,
-    # The loop's thread collates each batch (data_loader.PaddingCollator): 0.3 ms on our CPU, where taking one
-    # from a worker process cost it 2.2 (results/reference/batch-time-cpu/batch_time.json).
+    # The loop's thread collates each batch (data_loader.PaddingCollator): 0.35 ms on our CPU, where taking
+    # one from a worker process cost it 2.54 (results/reference/batch-time-cpu/batch_time.json).
     dataloader_num_workers=0,
     accelerator_config={"non_blocking": True},  # a blocking copy would wait for the previous step: a sync per step
 )

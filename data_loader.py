@@ -281,9 +281,9 @@ class PaddingCollator:
     """DataCollatorWithPadding's batches, the same tensors (tests/test_data_loader.py), padded with numpy.
 
     The fast recipe collates in the training loop's thread, on a GPU too (no loader workers), where the step
-    waits on the host, and tokenizer.pad, as DataCollatorWithPadding pads, costs it more than the numpy
-    padding (tools/batch_time.py). Features
-    it does not know go to DataCollatorWithPadding.
+    waits on the host: a batch of 16 SST-2 sentences cost that thread 0.98 ms on one core of our CPU with
+    tokenizer.pad, as DataCollatorWithPadding pads, and 0.35 with this (results/reference/batch-time-cpu/
+    batch_time.json). Features it does not know go to DataCollatorWithPadding.
     """
 
     def __init__(self, tokenizer, pad_to_multiple_of=None):

@@ -80,7 +80,7 @@ VARIANTS = (
     ("full", "--walk_modules_once False"),  # the Trainer's own walks over the model: what listing once saves here
     # Two workers collate ahead, and a thread takes their batches and pins them, holding the GIL the loop's
     # thread waits for: the recipe did so until a CPU measurement (results/reference/batch-time-cpu/) found
-    # the loop's thread paying 2.2 ms per batch to receive from a worker, 0.3 to collate itself.
+    # the loop's thread paying 2.54 ms per batch to receive from a worker, 0.35 to collate itself.
     ("full", "--dataloader_num_workers 2"),
     ("full", "--dataloader_pin_memory False"),  # the loop copies each batch from pageable memory, unpinned
     # Without CUDA graphs inductor's wrapper launches each kernel itself, which may cost the host less than

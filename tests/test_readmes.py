@@ -65,6 +65,19 @@ def test_the_readme_s_module_walk_times_are_the_committed_ones():
     ) in said
 
 
+def test_the_readme_s_batch_times_are_the_committed_ones():
+    import json
+
+    with open(os.path.join(REFERENCE, "batch-time-cpu", "batch_time.json")) as handle:
+        rows = {(row["collator"], row["workers"]): row["ms_per_batch"] for row in json.load(handle)["rows"]}
+    said = " ".join(read("README.md").split())
+    assert (
+        f"a batch of 16 cost that thread {rows['PaddingCollator', 0]:.2f} ms, against "
+        f"{rows['DataCollatorWithPadding', 0]:.2f} ms with `DataCollatorWithPadding`, and "
+        f"{rows['DataCollatorWithPadding', 2]:.2f} ms to take it from one of two data-loader workers"
+    ) in said
+
+
 def test_the_readme_s_compile_times_are_the_committed_ones():
     import json
 
