@@ -27,6 +27,7 @@ from typing import Optional
 
 import torch
 from datasets import Dataset
+from torch.autograd import DeviceType
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -256,7 +257,9 @@ class StepProfiler(TrainerCallback):
 
     Leaves `summary`: the device's kernel milliseconds per step and the share of the window they fill (GPU busy),
     host milliseconds per step (CPU time inside the profiled operations) and the operations that take most of
-    it, kernel launches per step (a CUDA graph's replay counts once) and host-device synchronisations per step.
+    it, with their calls per step, host operations per step (nested ones too: host time spread over thousands
+    of small operations reads differently from a few slow ones), kernel launches per step (a CUDA graph's
+    replay counts once) and host-device synchronisations per step.
     Then cProfile over as many steps again, for the Python functions with the most host time: the torch
     profiler sees operations, not the Python between them (the first H100 profile left 89% of its host time
     outside its table's rows).
@@ -321,7 +324,9 @@ class StepProfiler(TrainerCallback):
             "host_ms_per_step": round(sum(e.self_cpu_time_total for e in averages) / 1000 / self.steps, 3),
             "kernel_launches_per_step": round(count(self.LAUNCHES), 1) if on_gpu else None,
             "syncs_per_step": round(count(self.SYNCS), 1) if on_gpu else None,
+            "host_ops_per_step": round(sum(e.count for e in averages if e.device_type == DeviceType.CPU) / self.steps),
             "top_host_ms_per_step": {e.key[:80]: round(e.self_cpu_time_total / 1000 / self.steps, 3) for e in host},
+            "top_host_calls_per_step": {e.key[:80]: round(e.count / self.steps, 1) for e in host},
             "trace": os.path.basename(self.trace_path),
         }
 

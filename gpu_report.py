@@ -419,6 +419,8 @@ def markdown(report) -> str:
             f"{p['host_ms_per_step']} ms per step, {p['kernel_launches_per_step']} kernel launches and "
             f"{p['syncs_per_step']} synchronisations per step.",
         ]
+        if p.get("host_ops_per_step"):
+            lines[-1] += f" The host ran {p['host_ops_per_step']} profiled operations per step, nested ones included."
         if p.get("top_python_ms_per_step"):
             top = list(p["top_python_ms_per_step"].items())[:5]
             lines[-1] += (

@@ -6,6 +6,7 @@ import random
 import re
 
 import pytest
+import torch
 from datasets import Dataset
 
 import bench
@@ -131,6 +132,13 @@ def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, 
     assert profile["steps"] == 3 and profile["python_steps"] == 3  # torch's profiler, then cProfile, 3 steps each
     assert profile["kernel_ms_per_step"] is None and profile["gpu_busy_fraction"] is None  # a CPU has no kernels
     assert "aten::mm" in profile["top_host_ms_per_step"] or "aten::addmm" in profile["top_host_ms_per_step"]
+    linears = sum(
+        isinstance(m, torch.nn.Linear) for m in bench.model_factory(bench.BenchArguments(quick=True))().modules()
+    )
+    calls = profile["top_host_calls_per_step"]
+    assert calls.keys() == profile["top_host_ms_per_step"].keys()
+    assert calls.get("aten::addmm", 0) + calls.get("aten::mm", 0) >= linears  # a matmul each, forward alone
+    assert profile["host_ops_per_step"] >= 3 * linears  # each linear, its matmul and the backward's two
     own, cumulative = zip(*profile["top_python_ms_per_step"].values())
     assert list(own) == sorted(own, reverse=True) and all(o <= c for o, c in zip(own, cumulative))
     assert any("run_backward" in name for name in profile["top_python_ms_per_step"])  # autograd, by its name
