@@ -22,7 +22,8 @@ again replaces its own rows only. A report from another card or torch version is
   length bucket three times, in order (--train_sampling_strategy sequential), so no graph is compiled or
   recorded inside the timed window. Reports ms/step, warm-up (compile) time, peak memory allocated and
   reserved, one dev evaluation, and the projected wall time of the original's protocol: 42,100 steps plus
-  ten dev evaluations, the first of which compiles (timed as it ran: eval_first_s).
+  ten dev evaluations, the first timed as it ran (eval_first_s): the Trainer evaluates the uncompiled model, so
+  it compiles nothing, but pays a first call's warm-up.
 - end_to_end_*, original: train_finetune.py and train_prefix.py, one epoch on every SST-2 training sentence,
   --lr_preset tuned, evaluated on all 872 dev sentences; fine-tuning again under --recipe original, the
   check that bf16 learns what fp32 learns (within 0.5 points, with McNemar's test on the paired predictions).
@@ -359,8 +360,9 @@ def markdown(report) -> str:
         if any("eval_first_s" not in r for r in report["bench"] if "error" not in r):
             lines += [
                 "",
-                "\\* Without the first evaluation's compile, which its row's code did not time yet: the "
-                "projection counts ten evaluations as fast as the second one.",
+                "\\* The row's code did not time the first evaluation on its own: the projection counts ten "
+                "evaluations as fast as the second one. The first compiles nothing (the Trainer evaluates the "
+                "uncompiled model); it only warms up.",
             ]
     staged = [r for r in report.get("bench", []) if r.get("host_ms_per_stage")]
     if staged:

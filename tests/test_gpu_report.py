@@ -56,7 +56,7 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
     for row in report["bench"]:
         assert row["ms_per_step"] > 0 and row["warmup_steps"] >= 3 and row["eval_s"] > 0
         steps = math.ceil(67_349 / 16) * 10  # the original's protocol: 42,100 steps and ten evaluations
-        # the first evaluation, which compiles, counts as it ran: a run pays for it once
+        # the first evaluation, which pays a first call's warm-up, counts as it ran: a run pays for it once
         assert row["eval_first_s"] > 0
         assert row["projected_protocol_s"] == pytest.approx(
             row["warmup_s"]

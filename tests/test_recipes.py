@@ -320,7 +320,8 @@ def test_outputs_and_gradients_do_not_depend_on_the_bucket(method, tiny_model, t
 def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, tiny_model, tmp_path):
     """The GPU recipe's compile and buckets, exercised where CI can run them: lengths that span several
     buckets and an epoch's short last batch still make one compiled graph, not one per shape, and peft's
-    prefix tuning compiles without a graph break, under bf16 autocast with its frozen weights in bf16.
+    prefix tuning compiles without a graph break, under bf16 autocast with its frozen weights in bf16. The
+    evaluations add no graph: the Trainer evaluates its uncompiled model, which the README's projections count on.
 
     The first batch pads to 16 tokens for 16 sentences, as SST-2's often does (13 word pieces on average):
     with torch's duck sizing, equal sizes share one symbol, and the next length compiled everything again."""
@@ -365,6 +366,7 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
     assert record["config"]["torch_compile_dynamic"] is True
     assert record["config"]["bf16_frozen_weights"] is bool(precision)
     assert record["efficiency"]["train_steps"] == 7
+    assert record["history"] and "eval_accuracy" in record["history"][-1]  # it evaluated, with the one graph
 
 
 @pytest.mark.slow
