@@ -517,7 +517,7 @@ LOOPS = {BARE_LOOP: bare_loop, REFERENCE_LOOP: reference_loop}  # variants that 
 
 def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch, flags=(), eval_set=None):
     """One configuration's row. `flags` go before the variant's, and a variant of LOOPS steps the recipe's model
-    through that loop. With `eval_set`, one evaluation of it is timed (after a first one that compiles), for
+    through that loop. With `eval_set`, the first evaluation of it and the second are timed, for
     the projected wall time of the original's protocol."""
     loop = LOOPS.get(variant)
     steps = bench.warmup_steps + bench.measure_steps
