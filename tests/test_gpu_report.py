@@ -143,7 +143,9 @@ def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, 
     assert list(own) == sorted(own, reverse=True) and all(o <= c for o, c in zip(own, cumulative))
     assert any("run_backward" in name for name in profile["top_python_ms_per_step"])  # autograd, by its name
     assert (tmp_path / "trace-full-fast.json").is_file()
-    assert "Python functions with the most own host time" in gpu_report.markdown(read_json(output))
+    text = gpu_report.markdown(read_json(output))
+    assert "Python functions with the most own host time" in text
+    assert f"The host ran {profile['host_ops_per_step']} profiled operations per step" in text
 
 
 def test_the_report_needs_local_folders(capsys):
