@@ -211,20 +211,30 @@ class StageTimer(TrainerCallback):
     in it: where a host-bound step goes. On a CPU it includes the compute. The stages, in the Trainer's order:
     the batch (and the last step's logging) before on_step_begin; forward, backward and gradient clipping up to
     on_pre_optimizer_step; the optimizer's step up to on_optimizer_step; the scheduler and zero_grad up to
-    on_step_end. With gradient accumulation, the batches after a step's first count in its forward-backward."""
+    on_step_end. With gradient accumulation, the batches after a step's first count in its forward-backward.
+    A loop of our own (bare_loop, reference_loop) also splits that stage into its forward, backward and
+    clipping (lap_part), where the Trainer has no callback."""
 
     STAGES = ("batch", "forward_backward_clip", "optimizer", "scheduler_zero_grad")
 
     def __init__(self, warmup_steps):
         self.warmup_steps = warmup_steps
         self.totals, self.steps, self.last, self.counting = dict.fromkeys(self.STAGES, 0.0), 0, None, False
+        self.parts, self.part_last = {}, None
 
     def lap(self, stage):
         """Ends `stage` now; the first stage of a step is begin_step's."""
         now = time.perf_counter()
         if self.counting and self.last is not None:
             self.totals[stage] += now - self.last
-        self.last = now
+        self.last = self.part_last = now
+
+    def lap_part(self, part):
+        """Ends `part` of the stage under way now, from the stage's start or the part before it."""
+        now = time.perf_counter()
+        if self.counting and self.part_last is not None:
+            self.parts[part] = self.parts.get(part, 0.0) + now - self.part_last
+        self.part_last = now
 
     def begin_step(self, steps_done):
         self.counting = steps_done >= self.warmup_steps
@@ -249,6 +259,14 @@ class StageTimer(TrainerCallback):
     def ms_per_step(self):
         return (
             {stage: round(1000 * total / self.steps, 3) for stage, total in self.totals.items()} if self.steps else None
+        )
+
+    def ms_per_part(self):
+        """The parts' host ms per step, in the order they ran; None where none was timed (the Trainer's loop)."""
+        return (
+            {part: round(1000 * total / self.steps, 3) for part, total in self.parts.items()}
+            if self.steps and self.parts
+            else None
         )
 
 
@@ -455,7 +473,8 @@ def bare_loop(trainer, warmup_steps, stages):
 
     The Trainer's accelerator prepares the model as the Trainer's loop does (device, autocast, torch.compile),
     so the compiled graphs are the same. The step is the Trainer's: forward, backward, clipping at
-    max_grad_norm, optimizer, scheduler, zero_grad, timed by `stages` at the same four points. What it leaves
+    max_grad_norm, optimizer, scheduler, zero_grad, timed by `stages` at the same four points, with the forward,
+    the backward and the clipping apart (StageTimer.lap_part). What it leaves
     out is the rest: callbacks, accelerate's wrappers around the optimizer and scheduler, the loss kept for
     logging, and train() at every step. Returns timed_steps' times.
     """
@@ -468,9 +487,13 @@ def bare_loop(trainer, warmup_steps, stages):
     trained = [parameter for parameter in trainer.model.parameters() if parameter.requires_grad]
 
     def forward_backward_clip(batch):
-        model(**batch).loss.backward()
+        loss = model(**batch).loss
+        stages.lap_part("forward")
+        loss.backward()
+        stages.lap_part("backward")
         if args.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trained, args.max_grad_norm)
+            stages.lap_part("clipping")
 
     model.train()
     batches = itertools.islice(loader, args.max_steps)
@@ -505,7 +528,9 @@ def reference_loop(trainer, warmup_steps, stages):
     def forward_backward(batch):
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = step(**batch).loss
+        stages.lap_part("forward")
         loss.backward()
+        stages.lap_part("backward")
 
     model.train()
     batches = itertools.repeat(batch, args.max_steps)
@@ -609,6 +634,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
             1,
         ),
         "host_ms_per_stage": stages.ms_per_step(),
+        "host_ms_per_part": stages.ms_per_part(),  # forward, backward, clipping: a loop of LOOPS times them
         "settings": {**{name: ran[name] for name in settings}, "max_length": max_length},  # as run, variant included
     }
     if bench.profile:

@@ -32,7 +32,8 @@ again replaces its own rows only. A report from another card or torch version is
   kernel launches and synchronisations per step; then cProfile over as many steps, for the Python functions.
 - bench_bare: the bench's fast full fine-tuning row again, stepped by a plain PyTorch loop over the Trainer's
   own model, batches, optimizer and scheduler (bench.bare_loop): the step without the Trainer's loop around
-  it, so that the two rows, stage by stage, say what that loop costs the host. Then the GPU issue's reference
+  it, so that the two rows, stage by stage, say what that loop costs the host; it also times the forward, the
+  backward and the clipping apart, which the Trainer's callbacks cannot. Then the GPU issue's reference
   step on the same card (bench.reference_loop: one fixed [16, 64] batch on the device, compiled for that
   shape, no data loader, clipping or scheduler): the floor that the pipeline's step is measured against.
 - bench_variants: the bench's fast rows again with the flags of each of VARIANTS on top, against the same
@@ -380,6 +381,19 @@ def markdown(report) -> str:
                 + " | ".join(map(str, r["host_ms_per_stage"].values()))
                 + " |"
             )
+        split = [r for r in staged if r.get("host_ms_per_part")]
+        if split:  # the loops of our own time inside that stage, where the Trainer has no callback
+            lines += [
+                "",
+                "The loops' forward, backward and clipping stage, split: "
+                + "; ".join(
+                    f"{r['method']} {bench.recipe_label(r['recipe'], r.get('variant'))}: "
+                    + ", ".join(f"{part} {ms}" for part, ms in r["host_ms_per_part"].items())
+                    + " ms"
+                    for r in split
+                )
+                + ".",
+            ]
     if report.get("end_to_end"):
         lines += [
             "",

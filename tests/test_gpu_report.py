@@ -117,9 +117,19 @@ def test_the_bare_and_reference_loops_are_rows_of_their_own_timed_stage_by_stage
     in_bench, in_stages = [line for line in text.splitlines() if line.startswith("| full | fast bare loop | ")]
     assert in_bench.endswith("| n/a | n/a |")  # no evaluation, no protocol
     assert in_stages.endswith(" | ".join(map(str, bare["host_ms_per_stage"].values())) + " |")
+    # The bare loop splits the stage the Trainer times as one: its three parts tile it.
+    assert fast["host_ms_per_part"] is None  # the Trainer has no callback between them
+    assert list(bare["host_ms_per_part"]) == ["forward", "backward", "clipping"]
+    whole = bare["host_ms_per_stage"]["forward_backward_clip"]
+    assert sum(bare["host_ms_per_part"].values()) == pytest.approx(whole, rel=0.05)
+    assert min(bare["host_ms_per_part"].values()) > 0
+    (split,) = [line for line in text.splitlines() if line.startswith("The loops' forward, backward and clipping")]
+    forward, backward, clipping = bare["host_ms_per_part"].values()
+    assert f"full fast bare loop: forward {forward}, backward {backward}, clipping {clipping} ms" in split
     # The GPU issue's reference step: a row of its own, on one fixed batch, so its batch stage takes no time.
     assert reference["eval_s"] is None and reference["projected_protocol_s"] is None and reference["ms_per_step"] > 0
     assert reference["host_ms_per_stage"]["batch"] < 0.1 * reference["ms_per_step"]
+    assert list(reference["host_ms_per_part"]) == ["forward", "backward"]  # it clips nothing
     assert any(line.startswith("| full | fast reference loop | ") for line in text.splitlines())
 
 
