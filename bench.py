@@ -27,6 +27,7 @@ from typing import Optional
 
 import torch
 from datasets import Dataset
+from torch._dynamo.utils import counters
 from torch.autograd import DeviceType
 from transformers import (
     AutoModelForSequenceClassification,
@@ -376,6 +377,18 @@ def kernel_time_us(events):
     )
 
 
+def compile_counts():
+    """What torch.compile made of a configuration since counters.clear(): dynamo's graphs and graph breaks, and
+    the graphs inductor ran without CUDA graphs although the mode asked for them (cudagraph_skips: each such
+    graph launches its kernels one by one, host work per kernel). Inductor says why only under
+    TORCH_LOGS=perf_hints."""
+    return {
+        "graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+    }
+
+
 def model_factory(bench):
     """A function that builds a fresh model with the same weights each time."""
     if bench.model_name_or_path:
@@ -591,6 +604,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         callbacks.append(StepProfiler(bench.warmup_steps, trace, steps=min(bench.profile_steps, bench.measure_steps)))
     trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()
+    counters.clear()  # torch.compile's, for this configuration's compile_counts
     if loop:
         begin, warm, end = loop(trainer, bench.warmup_steps, stages)
     else:
@@ -635,6 +649,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         ),
         "host_ms_per_stage": stages.ms_per_step(),
         "host_ms_per_part": stages.ms_per_part(),  # forward, backward, clipping: a loop of LOOPS times them
+        "compiled": compile_counts() if training.torch_compile else None,
         "settings": {**{name: ran[name] for name in settings}, "max_length": max_length},  # as run, variant included
     }
     if bench.profile:

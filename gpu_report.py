@@ -326,6 +326,10 @@ def merge(path, part, found, command):
     return report
 
 
+def counted(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def markdown(report) -> str:
     """The README's GPU section: the card, the versions, the command, and the numbers."""
     env = report["environment"]
@@ -381,6 +385,20 @@ def markdown(report) -> str:
                 + " | ".join(map(str, r["host_ms_per_stage"].values()))
                 + " |"
             )
+        compiled = [r for r in staged if r.get("compiled")]
+        if compiled:  # a second graph, a graph break or a graph run kernel by kernel costs the host
+            lines += [
+                "",
+                "What torch.compile made of each compiled row: "
+                + "; ".join(
+                    f"{r['method']} {bench.recipe_label(r['recipe'], r.get('variant'))}: "
+                    f"{counted(r['compiled']['graphs'], 'graph')}, "
+                    f"{counted(r['compiled']['graph_breaks'], 'graph break')}, "
+                    f"{r['compiled']['cudagraph_skips']} run without the CUDA graphs its mode asked for"
+                    for r in compiled
+                )
+                + ".",
+            ]
         split = [r for r in staged if r.get("host_ms_per_part")]
         if split:  # the loops of our own time inside that stage, where the Trainer has no callback
             lines += [

@@ -281,3 +281,41 @@ def test_the_readme_s_gpu_section_is_the_committed_report():
     ]
     assert f"{full['speedup']}× (full fine-tuning) and {prefix['speedup']}× (prefix tuning) as fast" in words
     assert f"at {less[0]} % and {less[1]} % less peak memory" in words
+
+
+@pytest.mark.slow
+def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path):
+    """Each compiled row counts dynamo's graphs and graph breaks, and the graphs inductor ran without the CUDA
+    graphs its mode asked for. A CPU has none to give: under reduce-overhead inductor runs the step's graph
+    without them, which on a GPU would launch every kernel one by one. aot_eager never makes CUDA graphs, so
+    it skips none; an eager row counts nothing."""
+    from transformers import AutoTokenizer
+
+    arguments = bench.BenchArguments(
+        model_name_or_path=tiny_model, use_cpu=True, warmup_steps=2, measure_steps=2, results_dir=str(tmp_path)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    sentences = bench.synthetic_sentences(64, tokenizer, random.Random(0))
+    make_model = bench.model_factory(arguments)
+    compiled = ["--torch_compile", "True", "--torch_compile_dynamic", "True", "--torch_compile_backend"]
+    rows = [
+        bench.measure(arguments, "full", "fast", None, make_model, tokenizer, sentences, str(tmp_path), flags=flags)
+        for flags in (
+            [*compiled, "inductor", "--torch_compile_mode", "reduce-overhead"],
+            [*compiled, "aot_eager"],
+            [],
+        )
+    ]
+    inductor, aot_eager, eager = (row["compiled"] for row in rows)
+    assert inductor["graphs"] == 1 and inductor["graph_breaks"] == 0 and inductor["cudagraph_skips"] >= 1
+    assert aot_eager == {"graphs": 1, "graph_breaks": 0, "cudagraph_skips": 0}
+    assert eager is None
+    for row, label in zip(rows, ("inductor", "aot_eager", "eager")):
+        row["variant"] = label  # three rows of one recipe, told apart in the markdown
+    report = {"environment": {"device": "cpu", "torch": "t", "transformers": "t", "peft": "p"}, "created_at": "now"}
+    (line,) = [
+        line for line in gpu_report.markdown({**report, "bench": rows}).splitlines() if "torch.compile made" in line
+    ]
+    assert f"full fast inductor: 1 graph, 0 graph breaks, {inductor['cudagraph_skips']} run without" in line
+    assert "full fast aot_eager: 1 graph, 0 graph breaks, 0 run without" in line
+    assert "full fast eager" not in line  # it compiled nothing

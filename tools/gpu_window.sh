@@ -29,7 +29,10 @@ EXTRA=${EXTRA:-}  # e.g. EXTRA="--quick --use_cpu" OUT=/tmp/o to try this script
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .carry/site-packages/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
-export TORCH_LOGS=${TORCH_LOGS-recompiles}  # a recompile is what makes a warm-up slow: say why, if one happens
+# A recompile makes a warm-up slow, and a graph run without CUDA graphs (a row's compiled.cudagraph_skips)
+# makes a step slow: the logs say why, if one happens (inductor says the second under perf_hints in older
+# torch, under cudagraphs in 2.13).
+export TORCH_LOGS=${TORCH_LOGS-recompiles,perf_hints,cudagraphs}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import sys, torch, transformers, peft, datasets; print(sys.version.split()[0], torch.__version__, \
 transformers.__version__, peft.__version__, datasets.__version__, torch.cuda.is_available())" || exit 1
