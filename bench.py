@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 from datasets import Dataset
-from torch._dynamo.utils import counters
+from torch._dynamo.utils import compilation_time_metrics, counters
 from torch.autograd import DeviceType
 from transformers import (
     AutoModelForSequenceClassification,
@@ -377,15 +377,20 @@ def kernel_time_us(events):
     )
 
 
-def compile_counts():
-    """What torch.compile made of a configuration since counters.clear(): dynamo's graphs and graph breaks, and
-    the graphs inductor ran without CUDA graphs although the mode asked for them (cudagraph_skips: each such
-    graph launches its kernels one by one, host work per kernel). Inductor says why only under
-    TORCH_LOGS=perf_hints."""
+def compiled_summary(phases=12):
+    """What torch.compile made of a configuration since measure cleared torch's counters and timers: dynamo's
+    graphs and graph breaks; the graphs inductor ran without the CUDA graphs the mode asked for (cudagraph_skips:
+    each such graph launches its kernels one by one, host work per kernel; inductor says why only in its logs);
+    and where the compile's time went, by torch's own timers: seconds and calls of the `phases` longest (nested,
+    so they overlap: dynamo's tracing, AOTAutograd's joint graph, inductor's forward and backward, the wait for
+    kernel compiles). A warm-up much longer than "_compile.compile_inner" spent its time outside the compiler:
+    CUDA graphs recorded, first steps run."""
+    longest = sorted(compilation_time_metrics.items(), key=lambda item: sum(item[1]), reverse=True)[:phases]
     return {
         "graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": sum(counters["graph_break"].values()),
         "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+        "phases_s": {name: [round(sum(times), 2), len(times)] for name, times in longest},
     }
 
 
@@ -604,7 +609,8 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         callbacks.append(StepProfiler(bench.warmup_steps, trace, steps=min(bench.profile_steps, bench.measure_steps)))
     trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()
-    counters.clear()  # torch.compile's, for this configuration's compile_counts
+    counters.clear()  # torch.compile's counts and timers, for this configuration's compiled_summary
+    compilation_time_metrics.clear()
     if loop:
         begin, warm, end = loop(trainer, bench.warmup_steps, stages)
     else:
@@ -649,7 +655,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         ),
         "host_ms_per_stage": stages.ms_per_step(),
         "host_ms_per_part": stages.ms_per_part(),  # forward, backward, clipping: a loop of LOOPS times them
-        "compiled": compile_counts() if training.torch_compile else None,
+        "compiled": compiled_summary() if training.torch_compile else None,
         "settings": {**{name: ran[name] for name in settings}, "max_length": max_length},  # as run, variant included
     }
     if bench.profile:

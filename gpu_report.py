@@ -326,6 +326,15 @@ def merge(path, part, found, command):
     return report
 
 
+COMPILE_TIMER = "_compile.compile_inner"  # torch's timer around all of dynamo's, AOTAutograd's and inductor's work
+
+
+def compiling(row):
+    """', compiling X of its Y s of warm-up', from torch's own timer, where the row's torch kept it."""
+    seconds = (row["compiled"].get("phases_s") or {}).get(COMPILE_TIMER)
+    return f", compiling {seconds[0]} s of its {row['warmup_s']:.1f} s of warm-up" if seconds else ""
+
+
 def counted(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -394,7 +403,7 @@ def markdown(report) -> str:
                     f"{r['method']} {bench.recipe_label(r['recipe'], r.get('variant'))}: "
                     f"{counted(r['compiled']['graphs'], 'graph')}, "
                     f"{counted(r['compiled']['graph_breaks'], 'graph break')}, "
-                    f"{r['compiled']['cudagraph_skips']} run without the CUDA graphs its mode asked for"
+                    f"{r['compiled']['cudagraph_skips']} run without the CUDA graphs its mode asked for" + compiling(r)
                     for r in compiled
                 )
                 + ".",

@@ -308,8 +308,16 @@ def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path)
     ]
     inductor, aot_eager, eager = (row["compiled"] for row in rows)
     assert inductor["graphs"] == 1 and inductor["graph_breaks"] == 0 and inductor["cudagraph_skips"] >= 1
-    assert aot_eager == {"graphs": 1, "graph_breaks": 0, "cudagraph_skips": 0}
+    assert {name: aot_eager[name] for name in ("graphs", "graph_breaks", "cudagraph_skips")} == {
+        "graphs": 1,
+        "graph_breaks": 0,
+        "cudagraph_skips": 0,
+    }
     assert eager is None
+    # The compile happens in the warm-up, which the row times from outside: torch's timer fits inside it.
+    for row in rows[:2]:
+        compiling, calls = row["compiled"]["phases_s"][gpu_report.COMPILE_TIMER]
+        assert calls == 1 and 0 < compiling <= row["warmup_s"]
     for row, label in zip(rows, ("inductor", "aot_eager", "eager")):
         row["variant"] = label  # three rows of one recipe, told apart in the markdown
     report = {"environment": {"device": "cpu", "torch": "t", "transformers": "t", "peft": "p"}, "created_at": "now"}
@@ -317,5 +325,7 @@ def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path)
         line for line in gpu_report.markdown({**report, "bench": rows}).splitlines() if "torch.compile made" in line
     ]
     assert f"full fast inductor: 1 graph, 0 graph breaks, {inductor['cudagraph_skips']} run without" in line
+    seconds = inductor["phases_s"][gpu_report.COMPILE_TIMER][0]
+    assert f"mode asked for, compiling {seconds} s of its {rows[0]['warmup_s']:.1f} s of warm-up;" in line
     assert "full fast aot_eager: 1 graph, 0 graph breaks, 0 run without" in line
     assert "full fast eager" not in line  # it compiled nothing
