@@ -492,9 +492,9 @@ def bare_loop(trainer, warmup_steps, stages):
     The Trainer's accelerator prepares the model as the Trainer's loop does (device, autocast, torch.compile),
     so the compiled graphs are the same. The step is the Trainer's: forward, backward, clipping at
     max_grad_norm, optimizer, scheduler, zero_grad, timed by `stages` at the same four points, with the forward,
-    the backward and the clipping apart (StageTimer.lap_part). What it leaves
-    out is the rest: callbacks, accelerate's wrappers around the optimizer and scheduler, the loss kept for
-    logging, and train() at every step. Returns timed_steps' times.
+    the backward and the clipping apart (StageTimer.lap_part). What it leaves out is the rest: callbacks,
+    accelerate's wrappers around the optimizer and scheduler, the loss kept for logging, and train() at every
+    step. Returns timed_steps' times.
     """
     args = trainer.args
     if args.gradient_accumulation_steps != 1:

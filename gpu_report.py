@@ -330,7 +330,7 @@ COMPILE_TIMER = "_compile.compile_inner"  # torch's timer around all of dynamo's
 
 
 def compiling(row):
-    """', compiling X of its Y s of warm-up', from torch's own timer, where the row's torch kept it."""
+    """', compiling X s of its Y s of warm-up', by torch's own timer, where the row's torch kept it."""
     seconds = (row["compiled"].get("phases_s") or {}).get(COMPILE_TIMER)
     return f", compiling {seconds[0]} s of its {row['warmup_s']:.1f} s of warm-up" if seconds else ""
 
