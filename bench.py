@@ -43,7 +43,7 @@ from config import ConfigError, parse_args
 from data_loader import load_sst2, tokenize
 from experiment import build_trainer, sentences_per_step
 from methods import METHODS, apply_method
-from metrics import peak_memory_mb, reset_peak_memory
+from metrics import held_memory_mb, peak_memory_mb, reset_peak_memory
 from models import PROBLEM_TYPE, longest_input, tiny_bert_config
 from results import utc_stamp, write_json_atomic
 from utils import environment
@@ -617,6 +617,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         trainer.train()
         begin, warm, end = timer.begin, timer.warm, timer.end
     memory = peak_memory_mb()
+    held = held_memory_mb(trainer.model, trainer.optimizer)
     ms_per_step = 1000 * (end - warm) / bench.measure_steps
     warmup_s = warm - begin
     eval_s = eval_first_s = None
@@ -642,6 +643,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         "sentences_per_step": per_step,
         "samples_per_s": round(1000 * per_step / ms_per_step, 1),
         **memory,
+        "held_mb": held,  # of the peak: weights, gradients, optimizer state; the rest is the step's own
         "eval_s": None if eval_s is None else round(eval_s, 3),
         "eval_first_s": None if eval_first_s is None else round(eval_first_s, 3),
         "projected_protocol_s": None  # a loop without evaluations, the Trainer's checkpoints and logs: no protocol

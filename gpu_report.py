@@ -421,6 +421,22 @@ def markdown(report) -> str:
                 )
                 + ".",
             ]
+    held = [r for r in report.get("bench", []) if r.get("held_mb") and not r.get("variant")]
+    if held:  # what the peak is made of: the part a recipe can shrink is the step's own
+        lines += [
+            "",
+            "Peak allocated memory, and what training holds between steps (MiB):",
+            "",
+            "| method | recipe | peak allocated | weights | gradients | optimizer state | the step's own |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in held:
+            kept = r["held_mb"]
+            own = r["peak_memory_mb"] and round(r["peak_memory_mb"] - sum(kept.values()), 1)
+            lines.append(
+                f"| {r['method']} | {r['recipe']} | {r['peak_memory_mb'] or 'n/a'} | {kept['weights']} | "
+                f"{kept['gradients']} | {kept['optimizer_state']} | {'n/a' if own is None else own} |"
+            )
     if report.get("end_to_end"):
         lines += [
             "",

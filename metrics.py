@@ -42,3 +42,18 @@ def peak_memory_mb() -> dict:
         "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
         "peak_memory_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
     }
+
+
+def held_memory_mb(model, optimizer) -> dict:
+    """What training holds from one step to the next, in MiB: the weights, a gradient per trained weight (of
+    its dtype; the Trainer frees them between steps, so they are counted, not read) and the optimizer's
+    state. Peak allocated memory minus these is what a step allocates and frees: activations, the bf16 copies
+    autocast makes, workspaces."""
+    mib = lambda tensors: round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 1)  # noqa: E731
+    weights = list({id(p): p for p in model.parameters()}.values())
+    state = [value for values in optimizer.state.values() for value in values.values() if torch.is_tensor(value)]
+    return {
+        "weights": mib(weights),
+        "gradients": mib(p for p in weights if p.requires_grad),
+        "optimizer_state": mib(state),
+    }

@@ -68,6 +68,29 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
         # the stages, timed at the Trainer's callbacks, tile the timed steps that StepTimer times from outside
         assert list(row["host_ms_per_stage"]) == ["batch", "forward_backward_clip", "optimizer", "scheduler_zero_grad"]
         assert sum(row["host_ms_per_stage"].values()) == pytest.approx(row["ms_per_step"], rel=0.1)
+    # What training holds between steps, from counts that peft and transformers keep themselves: fp32 weights
+    # (on a CPU no recipe stores any in bf16), a gradient per trained weight, and AdamW's two moments of each.
+    from config import parse_args
+    from methods import apply_method
+
+    for method in ("full", "prefix"):
+        model = apply_method(
+            bench.model_factory(bench.BenchArguments(quick=True))(), method, parse_args(["--method", method])[0]
+        )
+        trained, total = model.get_nb_trainable_parameters() if method == "prefix" else (model.num_parameters(),) * 2
+        for row in (r for r in report["bench"] if r["method"] == method):
+            held = row["held_mb"]
+            assert held["weights"] == pytest.approx(4 * total / 2**20, abs=0.06)
+            assert held["gradients"] == pytest.approx(4 * trained / 2**20, abs=0.06)
+            assert held["optimizer_state"] == pytest.approx(2 * 4 * trained / 2**20, abs=0.11)  # and 4-byte steps
+    text = gpu_report.markdown(report)
+    assert "| full | fast | n/a | " in text  # a CPU has no peak to split
+    full = next(r for r in report["bench"] if (r["method"], r["recipe"]) == ("full", "fast"))
+    held = full["held_mb"]
+    with_peak = {**report, "bench": [{**full, "peak_memory_mb": 1000.0}]}
+    own = round(1000.0 - held["weights"] - held["gradients"] - held["optimizer_state"], 1)
+    expected = f"| full | fast | 1000.0 | {held['weights']} | {held['gradients']} | {held['optimizer_state']} | {own} |"
+    assert expected in gpu_report.markdown(with_peak).splitlines()
     runs = {(r["script"], r["recipe"]): r for r in report["end_to_end"]}
     assert set(runs) == {("train_finetune.py", "fast"), ("train_prefix.py", "fast"), ("train_finetune.py", "original")}
     for run in runs.values():
