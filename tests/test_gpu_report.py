@@ -269,6 +269,20 @@ def test_bf16_against_fp32_pairs_the_two_runs_predictions():
     assert "fp16 (fast) minus fp32 (original): -50.00 points" in text and "1 only fp16, p = 0.22" in text
 
 
+def test_the_window_script_s_torch_logs_are_names_torch_knows():
+    """torch refuses to import under a TORCH_LOGS name it does not know, so a typo there would cost a whole GPU
+    window: the script's default must import."""
+    import subprocess
+    import sys
+
+    with open(os.path.join(os.path.dirname(gpu_report.__file__), "tools", "gpu_window.sh")) as handle:
+        (logs,) = re.findall(r"^export TORCH_LOGS=\$\{TORCH_LOGS-([a-z_,]+)\}$", handle.read(), re.MULTILINE)
+    assert "recompiles" in logs.split(",") and "cudagraphs" in logs.split(",")
+    for value in (logs, logs + ",no_such_log"):  # the second shows the check can fail
+        done = subprocess.run([sys.executable, "-c", "import torch"], env={**os.environ, "TORCH_LOGS": value})
+        assert (done.returncode == 0) == (value == logs)
+
+
 def test_the_window_script_runs_every_part():
     """tools/gpu_window.sh's window commands, as its header gives them, run every part of the report once, in
     the order of gpu_report.PARTS."""
