@@ -40,6 +40,7 @@ def test_original_recipe_reproduces_the_original_mechanics():
     assert experiment.pad_to_max_length and experiment.max_seq_length == 128
     assert (training.bf16, training.torch_compile, training.optim) == (False, False, "adamw_torch")
     assert not experiment.walk_modules_once  # the Trainer's own walks over the model at every step
+    assert not experiment.recompute_in_backward
     assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate, training.seed) == (
         10,
         16,
@@ -54,6 +55,7 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
     assert settings["pad_to_multiple_of"] == 16 and not settings["pad_to_max_length"]
     assert settings["torch_compile_dynamic"] is True  # one compile for every bucket
     assert settings["bf16_frozen_weights"] is True
+    assert settings["recompute_in_backward"] is True  # no bf16 copies of trained weights kept for the backward
     assert not settings["logging_nan_inf_filter"]  # its isnan check is a host sync per step
     assert settings["accelerator_config"] == {"non_blocking": True}
     assert set(FAST_ON_GPU) <= set(settings)
@@ -102,8 +104,10 @@ def test_the_fast_recipe_leaves_out_what_an_older_gpu_cannot_run(monkeypatch):
     }
     # A P100: no Triton, so no torch.compile either (it would raise at the first step).
     experiment, training, recipe = on_this_gpu(monkeypatch, P100, [])
-    assert not training.torch_compile and not {"torch_compile_mode", "torch_compile_dynamic"} & set(recipe)
-    assert experiment.torch_compile_dynamic is None and training.fp16 and experiment.pad_to_multiple_of == 16
+    assert not training.torch_compile
+    assert not {"torch_compile_mode", "torch_compile_dynamic", "recompute_in_backward"} & set(recipe)
+    assert experiment.torch_compile_dynamic is None and not experiment.recompute_in_backward
+    assert training.fp16 and experiment.pad_to_multiple_of == 16
     # The original recipe is the original's mechanics on every card.
     assert recipe_settings("original", P100) == recipe_settings("original", GpuSupport())
 
@@ -367,6 +371,42 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
     assert record["config"]["bf16_frozen_weights"] is bool(precision)
     assert record["efficiency"]["train_steps"] == 7
     assert record["history"] and "eval_accuracy" in record["history"][-1]  # it evaluated, with the one graph
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recompute", [False, True])
+def test_recompute_in_backward_keeps_no_bf16_copy_of_a_trained_weight(recompute, tiny_model, tiny_data, tmp_path):
+    """Under bf16 autocast, torch.compile's own split of a step keeps, from the forward for the backward, the bf16
+    copy of every trained weight that a matmul reads: one per linear layer. The fast recipe's split
+    (--recompute_in_backward) has the backward cast them again, and keeps none."""
+    from torch._functorch import config as partitioner
+
+    from experiment import build_model, build_trainer, prepare_data
+
+    flags = ["--use_cpu", "--bf16", "True", "--torch_compile", "--torch_compile_backend", "aot_eager"]
+    flags += ["--torch_compile_dynamic", "True", "--max_steps", "1", "--save_strategy", "no", "--eval_strategy", "no"]
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, *flags, "--recompute_in_backward", str(recompute))
+    experiment, training, _ = parse_args(argv, method="full")
+    model, tokenizer = build_model(experiment, training)
+    linear_layers = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    copies = [layer.weight.detach().to(torch.bfloat16) for layer in linear_layers]  # as the first step sees them
+    trainer = build_trainer(experiment, training, model, tokenizer, prepare_data(experiment, model, tokenizer).train)
+    kept = []
+    torch._dynamo.reset()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(lambda tensor: kept.append(tensor) or tensor, lambda t: t):
+            trainer.train()
+    finally:
+        partitioner.ban_recompute_materialized_backward = True  # torch's default, for the tests after this one
+
+    def is_copy(tensor, copy):
+        return tensor.dtype == torch.bfloat16 and any(
+            tensor.shape == view.shape and torch.equal(tensor, view) for view in (copy, copy.t())
+        )
+
+    kept_copies = sum(any(is_copy(tensor, copy) for tensor in kept) for copy in copies)
+    assert kept and len(linear_layers) == 2 * 6 + 2  # two layers of six, the pooler and the classifier
+    assert kept_copies == (0 if recompute else len(linear_layers))
 
 
 @pytest.mark.slow
