@@ -94,19 +94,19 @@ def child(method, recompute, gradients_path):
 
 
 def compare(before_path, after_path):
-    """How far apart two gradients are: tensors bit for bit the same, and the largest difference of any
-    tensor relative to its largest entry."""
+    """How far apart two sets of gradients are: tensors bit for bit the same, and each other tensor's largest
+    difference relative to its largest entry."""
     import torch
 
     before, after = torch.load(before_path), torch.load(after_path)
     if before.keys() != after.keys():
         raise RuntimeError("the two configurations trained different parameters")
-    same = sum(torch.equal(before[name], after[name]) for name in before)
-    worst = max(((before[n] - after[n]).abs().max() / before[n].abs().max()).item() for n in before)
+    relative = {n: ((before[n] - after[n]).abs().max() / before[n].abs().max()).item() for n in before}
     return {
         "gradient_tensors": len(before),
-        "bitwise_equal": same,
-        "largest_relative_difference": float(f"{worst:.2g}"),
+        "bitwise_equal": sum(torch.equal(before[name], after[name]) for name in before),
+        "largest_relative_difference": float(f"{max(relative.values()):.2g}"),
+        "differing": {name: float(f"{value:.2g}") for name, value in relative.items() if value},
     }
 
 
