@@ -41,7 +41,7 @@ from transformers import (
 
 from config import ConfigError, parse_args
 from data_loader import load_sst2, tokenize
-from experiment import build_trainer, sentences_per_step
+from experiment import build_trainer, partition_for_memory, sentences_per_step
 from methods import METHODS, apply_method
 from metrics import held_memory_mb, peak_memory_mb, reset_peak_memory
 from models import PROBLEM_TYPE, longest_input, tiny_bert_config
@@ -534,13 +534,15 @@ def reference_loop(trainer, warmup_steps, stages):
     """The GPU issue's reference (5.3 ms per BERT-base step on an H200): the Trainer's model compiled on its own
     (torch.compile with the recipe's mode, for one fixed shape), under the recipe's bf16 autocast, with the
     recipe's optimizer stepping eagerly, on one batch already on the device (reference_batch) and at a constant
-    rate: no data loader, clipping, scheduler, accelerate or Trainer. Its row, beside the bare loop's on the same
-    card, says how far the pipeline's step is from that floor, and the floor itself depends on the card and its
-    host. Timed by `stages` as bare_loop is; returns timed_steps' times."""
+    rate: no data loader, clipping, scheduler, accelerate or Trainer, and torch's own split of the step between
+    forward and backward (partition_for_memory). Its row, beside the bare loop's on the same card, says how far
+    the pipeline's step is from that floor, and the floor itself depends on the card and its host. Timed by
+    `stages` as bare_loop is; returns timed_steps' times."""
     args, model = trainer.args, trainer.model
     if args.fp16:
         raise ConfigError("the reference loop runs bf16 or fp32: fp16 would need the Trainer's loss scaling.")
     batch = reference_batch(model, args)
+    partition_for_memory(False)  # torch's own split of the step, as the issue's reference compiled
     step = torch.compile(model, mode=args.torch_compile_mode, dynamic=False) if args.torch_compile else model
 
     def forward_backward(batch):

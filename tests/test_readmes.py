@@ -94,3 +94,30 @@ def test_the_readme_s_compile_times_are_the_committed_ones():
     assert f"a second run of that step took {warm} s instead of the first run's {cold}" in said
     # the quick start and the GPU section say it again
     assert said.count(f"took {warm} s instead of {cold} in") == 2
+
+
+def test_the_readme_s_saved_activation_sizes_are_the_committed_ones():
+    import json
+
+    with open(os.path.join(REFERENCE, "saved-activations-cpu", "saved_activations.json")) as handle:
+        report = json.load(handle)
+    kept = {(row["method"], row["recompute_in_backward"]): row for row in report["rows"]}
+    gradients = {row["method"]: row for row in report["gradients"]}
+    full, prefix = gradients["full"], gradients["prefix"]
+    assert full["bitwise_equal"] == full["gradient_tensors"]  # "every gradient bit for bit the same"
+    assert kept["full", True]["weight copies"]["mib"] == kept["prefix", True]["weight copies"]["mib"] == 0
+    said = " ".join(read("README.md").split())
+    assert (
+        f"keeps {kept['full', True]['kept_beyond_parameters_mib']} MiB beyond the parameters for its backward "
+        f"instead of {kept['full', False]['kept_beyond_parameters_mib']} for full fine-tuning "
+        f"({kept['full', False]['weight copies']['mib']} of them weight copies)"
+    ) in said
+    assert (
+        f"and {kept['prefix', True]['kept_beyond_parameters_mib']} instead of "
+        f"{kept['prefix', False]['kept_beyond_parameters_mib']} for prefix tuning"
+    ) in said
+    assert f"up to {100 * prefix['largest_relative_difference']:.1f} % of each tensor's largest entry" in said
+    # the GPU section's account of full fine-tuning's peak
+    before, after = kept["full", False]["kept_beyond_parameters_mib"], kept["full", True]["kept_beyond_parameters_mib"]
+    assert f"{before} MiB on our CPU under torch's own split" in said
+    assert f"The recipe now keeps {before - after:.1f} MiB less" in said
