@@ -751,6 +751,50 @@ def test_the_readme_s_loss_scaling_and_frozen_weights_checks_are_the_committed_r
     assert f"Prefix tuning's {gap:.2f} points are less than the two recipes" in readme and gap < 3.10
 
 
+def test_the_readme_s_recompute_runs_are_the_committed_runs():
+    """The two splits of a compiled step, run for run: what the README quotes of their accuracy and time."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    runs = {}
+    for method in ("full", "prefix"):
+        for recompute in (True, False):
+            with open(os.path.join(REFERENCE, "recompute-minilm-4000", f"{method}-recompute-{recompute}.json")) as f:
+                record = json.load(f)
+            assert record["config"]["recompute_in_backward"] is recompute
+            arguments = record["config"]["training_arguments"]
+            assert arguments["torch_compile"] and arguments["bf16"] and record["config"]["bf16_frozen_weights"]
+            assert (record["config"]["lr_preset"], arguments["seed"], record["data"]["train_sentences"]) == (
+                "tuned",
+                42,
+                4000,
+            )
+            runs[method, recompute] = record
+
+    def score(record):
+        metrics = record["metrics"]
+        return f"{100 * metrics['eval_correct'] / metrics['eval_total']:.2f} % ({metrics['eval_correct']}/872)"
+
+    full, keep = runs["full", True], runs["full", False]
+    differ = sum(a != b for a, b in zip(full["predictions"], keep["predictions"]))
+    assert (
+        f"full fine-tuning reached {score(full)} recomputing and {score(keep)} keeping the copies ({differ} of the "
+        "872 predictions differ)"
+    ) in readme
+    prefix, kept = runs["prefix", True], runs["prefix", False]
+    only_recomputing, only_keeping, p = exact_mcnemar(prefix["predictions"], kept["predictions"], prefix["labels"])
+    assert (
+        f"prefix tuning {score(prefix)} and {score(kept)} (McNemar p = {p:.2g}: {only_recomputing} sentences only "
+        f"the recomputing run got right, {only_keeping} only the other)"
+    ) in readme
+    times = [runs[key]["efficiency"]["train_time_s"] for key in runs]  # full: recompute, keep; prefix: the same
+    assert (
+        f"({times[0]:.1f} s against {times[1]:.1f} for full fine-tuning, {times[2]:.1f} against {times[3]:.1f} "
+        "for prefix tuning)"
+    ) in readme
+    added = sorted(100 * recomputing / keeping - 100 for recomputing, keeping in (times[:2], times[2:]))
+    assert f"recomputing added {added[0]:.0f} to {added[1]:.0f} % to the training time" in readme
+
+
 def test_the_readme_s_rounding_runs_without_dropout_are_the_committed_runs():
     """Two identical runs agree prediction for prediction; a change of optimizer kernel or of padding does not."""
     with open(os.path.join(ROOT, "README.md")) as handle:
