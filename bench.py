@@ -645,7 +645,7 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
         "sentences_per_step": per_step,
         "samples_per_s": round(1000 * per_step / ms_per_step, 1),
         **memory,
-        "held_mb": held,  # of the peak: weights, gradients, optimizer state; the rest is the step's own
+        "held_mb": held,  # weights and optimizer state, held between steps; and the gradients a step makes
         "eval_s": None if eval_s is None else round(eval_s, 3),
         "eval_first_s": None if eval_first_s is None else round(eval_first_s, 3),
         "projected_protocol_s": None  # a loop without evaluations, the Trainer's checkpoints and logs: no protocol

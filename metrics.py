@@ -45,10 +45,11 @@ def peak_memory_mb() -> dict:
 
 
 def held_memory_mb(model, optimizer) -> dict:
-    """What training holds from one step to the next, in MiB: the weights, a gradient per trained weight (of
-    its dtype; the Trainer frees them between steps, so they are counted, not read) and the optimizer's
-    state. Peak allocated memory minus these is what a step allocates and frees: activations, the bf16 copies
-    autocast makes, workspaces."""
+    """In MiB: what training holds from one step to the next, the weights and the optimizer's state; and the
+    gradients each step makes, one per trained weight of its dtype (counted, not read: the Trainer frees them
+    at zero_grad). Peak allocated memory minus the weights and the optimizer's state is what a step allocates
+    and frees: its gradients, activations, autocast's copies, workspaces. The peak can come before the
+    gradients exist, as the backward begins with every activation still kept."""
     mib = lambda tensors: round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 1)  # noqa: E731
     weights = list({id(p): p for p in model.parameters()}.values())
     state = [value for values in optimizer.state.values() for value in values.values() if torch.is_tensor(value)]
