@@ -7,6 +7,8 @@ import re
 import pytest
 from conftest import ROOT
 
+from results import read_json
+
 READMES = ["README.md", os.path.join("results", "README.md")]
 REFERENCE = os.path.join(ROOT, "results", "reference")
 
@@ -14,6 +16,11 @@ REFERENCE = os.path.join(ROOT, "results", "reference")
 def read(name):
     with open(os.path.join(ROOT, name)) as handle:
         return handle.read()
+
+
+def committed(folder, name):
+    """A committed reference set's JSON: the independent source of the numbers a README quotes."""
+    return read_json(os.path.join(REFERENCE, folder, name))
 
 
 def anchor(heading):
@@ -53,10 +60,7 @@ def test_the_results_readme_lists_every_reference_set_and_only_those():
 
 
 def test_the_readme_s_module_walk_times_are_the_committed_ones():
-    import json
-
-    with open(os.path.join(REFERENCE, "module-walks-cpu", "module_walks.json")) as handle:
-        rows = {row["method"]: row for row in json.load(handle)["rows"]}
+    rows = {row["method"]: row for row in committed("module-walks-cpu", "module_walks.json")["rows"]}
     full, lora = rows["full"], rows["lora"]
     said = " ".join(read("README.md").split())
     assert (
@@ -66,10 +70,10 @@ def test_the_readme_s_module_walk_times_are_the_committed_ones():
 
 
 def test_the_readme_s_batch_times_are_the_committed_ones():
-    import json
-
-    with open(os.path.join(REFERENCE, "batch-time-cpu", "batch_time.json")) as handle:
-        rows = {(row["collator"], row["workers"]): row["ms_per_batch"] for row in json.load(handle)["rows"]}
+    rows = {
+        (row["collator"], row["workers"]): row["ms_per_batch"]
+        for row in committed("batch-time-cpu", "batch_time.json")["rows"]
+    }
     said = " ".join(read("README.md").split())
     assert (
         f"a batch of 16 cost that thread {rows['PaddingCollator', 0]:.2f} ms, against "
@@ -79,10 +83,7 @@ def test_the_readme_s_batch_times_are_the_committed_ones():
 
 
 def test_the_readme_s_compile_times_are_the_committed_ones():
-    import json
-
-    with open(os.path.join(REFERENCE, "compile-time-cpu", "compile_time.json")) as handle:
-        rows = {row["setting"]: row for row in json.load(handle)["rows"]}
+    rows = {row["setting"]: row for row in committed("compile-time-cpu", "compile_time.json")["rows"]}
     fixed, symbolic = rows["pipeline"], rows["symbolic floats"]
     assert (fixed["traces"], symbolic["traces"]) == (1, 2)
     said = " ".join(read("README.md").split())
@@ -97,10 +98,7 @@ def test_the_readme_s_compile_times_are_the_committed_ones():
 
 
 def test_the_readme_s_saved_activation_sizes_are_the_committed_ones():
-    import json
-
-    with open(os.path.join(REFERENCE, "saved-activations-cpu", "saved_activations.json")) as handle:
-        report = json.load(handle)
+    report = committed("saved-activations-cpu", "saved_activations.json")
     kept = {(row["method"], row["recompute_in_backward"]): row for row in report["rows"]}
     gradients = {row["method"]: row for row in report["gradients"]}
     full, prefix = gradients["full"], gradients["prefix"]
