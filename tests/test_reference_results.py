@@ -260,11 +260,18 @@ def test_the_readme_s_ten_epoch_table_is_the_committed_runs():
         assert cells == ten_epoch_cells(by_key[key]), key
 
 
-def test_the_readme_s_bf16_table_is_the_committed_runs():
+@pytest.mark.parametrize(
+    "header, name, count",
+    [
+        ("| method | seed | bf16 | fp32 | bf16 − fp32 |", "bf16-minilm-4000", 6),  # 4,000 sentences
+        ("| method, rate | seed | bf16 | fp32 | bf16 − fp32 |", "bf16-minilm-sst2", 3),  # the whole train set
+    ],
+)
+def test_the_readme_s_bf16_tables_are_the_committed_runs(header, name, count):
     """Each row, copied by hand: both runs' accuracy from their own JSONs, and McNemar's counts and p."""
-    rows = readme_table("| method | seed | bf16 | fp32 | bf16 − fp32 |")
-    runs, skipped = load_results(os.path.join(REFERENCE, "bf16-minilm-4000"))
-    assert not skipped and len(runs) == 12 and len(rows) == 6
+    rows = readme_table(header)
+    runs, skipped = load_results(os.path.join(REFERENCE, name))
+    assert not skipped and len(runs) == 2 * count and len(rows) == count
     by_key = {
         (
             run["method"],
@@ -273,7 +280,7 @@ def test_the_readme_s_bf16_table_is_the_committed_runs():
         ): run
         for run in runs
     }
-    assert len(by_key) == 12
+    assert len(by_key) == 2 * count
     for label, seed, bf16, fp32, difference, only_bf16, only_fp32, p in rows:
         method, rate = label.split(", ")
         low, high = by_key[method, int(seed), True], by_key[method, int(seed), False]
