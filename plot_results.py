@@ -6,6 +6,8 @@ Reads every DIR/*.json, skips (and names) any that is unreadable or not a comple
 DIR/figures/*.png, with DIR/summary.md and DIR/summary.json from summary.py (mean ± std with a 95 %
 confidence interval per method, and McNemar's exact test against full fine-tuning). A folder of
 learning-curve runs (compare.py --train_sizes) gets dev accuracy against the number of training sentences.
+A folder holding gpu_report.py's gpu_report.json (results/ does) also gets DIR/gpu_report.png, its benchmark
+against the GPU issue's targets.
 The same runs give byte-identical files (tests/test_plot_results.py).
 """
 
@@ -22,7 +24,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from methods import METHODS  # noqa: E402
-from results import load_results  # noqa: E402
+from results import load_results, read_json  # noqa: E402
 from summary import (  # noqa: E402
     QUANTITIES,
     all_paired,
@@ -276,14 +278,136 @@ def draw_figures(groups, table) -> dict:
     }
 
 
+# The GPU issue's targets for the fast recipe on BERT-base (#11), per method: its step at least this many times
+# as fast as the original recipe's, its peak allocated memory at most this many (decimal) GB, and the original's
+# protocol (ten epochs with an evaluation after each) projected in at most this many minutes.
+GPU_TARGETS = {"full": (6, 1.9, 5), "prefix": (4, 0.9, 4)}
+# What the original experiment reported for its ten epochs on its own GPU (the README's first table).
+ORIGINAL_EXPERIMENT = {"full": {"memory_mb": 2526, "time_s": 8632}, "prefix": {"memory_mb": 1495, "time_s": 6864}}
+GPU_BARS = (  # (label, hatch, alpha) of the bars in a method's group, left to right
+    ("original recipe (fp32, eager), measured", "", 0.45),
+    ("fast recipe, measured", "", 1.0),
+    ("the original experiment, as it reported (its GPU)", "//", 0.25),
+)
+LABEL_BOX = {"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}  # over lines
+
+
+def gpu_panels(method, original, fast):
+    """Per panel of the GPU figure: (title, y label, the bars' values (the original recipe's, the fast recipe's,
+    the original experiment's; None: no bar), the fast recipe's target, its label)."""
+    speedup, peak_gb, minutes = GPU_TARGETS[method]
+    reported = ORIGINAL_EXPERIMENT[method]
+    return (
+        (
+            "Time per training step",
+            "ms per step (batch 16)",
+            (original and original["ms_per_step"], fast["ms_per_step"], None),
+            original and original["ms_per_step"] / speedup,  # a multiple of the original recipe's step
+            f"{speedup}× target",
+        ),
+        (
+            "Peak allocated GPU memory",
+            "MiB",
+            (original and original["peak_memory_mb"], fast["peak_memory_mb"], reported["memory_mb"]),
+            peak_gb * 1e9 / 2**20,
+            f"{peak_gb} GB target",
+        ),
+        (
+            "The original's protocol (10 epochs), projected",
+            "minutes (log scale)",
+            (
+                original and original["projected_protocol_s"] / 60,
+                fast["projected_protocol_s"] / 60,
+                reported["time_s"] / 60,
+            ),
+            minutes,
+            f"{minutes} min target",
+        ),
+    )
+
+
+def gpu_report_figure(report):
+    """gpu_report.json's benchmark drawn: per method, the step time, the peak allocated memory and the original's
+    protocol projected, under the original and the fast recipe, beside what the original experiment reported,
+    each against the issue's target for the fast recipe (a dashed line). Rows of variants are left out; None
+    when the report has no fast row to draw."""
+    rows = {(r["method"], r["recipe"]): r for r in report.get("bench", []) if not r.get("variant") and "error" not in r}
+    methods = [m for m in GPU_TARGETS if (m, "fast") in rows]
+    if not methods:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.9))
+    width = 0.27
+    for i, method in enumerate(methods):
+        fast = rows[method, "fast"]
+        panels = gpu_panels(method, rows.get((method, "original")), fast)
+        for axis, (title, label, heights, goal, goal_label) in zip(axes, panels):
+            for k, ((name, hatch, alpha), height) in enumerate(zip(GPU_BARS, heights)):  # one legend entry each
+                if height is None:
+                    continue
+                x = i + (k - 1) * width
+                axis.bar(x, height, width, color=colour(method), alpha=alpha, hatch=hatch, edgecolor="black",
+                         linewidth=0.5, label=name if i == 0 else "_")  # fmt: skip
+                axis.annotate(bar_label(height), (x, height), ha="center", va="bottom", xytext=(0, 2),
+                              textcoords="offset points", fontsize=7.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
+            if goal:  # the step's target needs the original recipe's row
+                axis.hlines(goal, i - 1.6 * width, i + 1.6 * width, colors="black", linestyles="--", linewidth=1.2,
+                            label="the target for the fast recipe" if i == 0 else "_")  # fmt: skip
+                axis.annotate(goal_label, (i + 1.6 * width, goal), ha="right", va="top", xytext=(0, -2),
+                              textcoords="offset points", fontsize=7.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
+            axis.set_title(title)
+            axis.set_ylabel(label)
+        if fast.get("speedup"):
+            axes[0].annotate(f"{fast['speedup']}×", (i, fast["ms_per_step"] / 2), ha="center", va="center",
+                             fontsize=8, color="white", fontweight="bold")  # fmt: skip
+    axes[2].set_yscale("log")  # 144 minutes beside 5: decades
+    for axis in axes:
+        axis.margins(y=0.25 if axis is axes[2] else 0.12)
+        axis.set_xticks(range(len(methods)), [f"{m} {'fine-tuning' if m == 'full' else 'tuning'}" for m in methods])
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    env = report["environment"]
+    fig.suptitle(
+        f"BERT-base, random init, on {env['device']}: the original recipe against the fast one "
+        f"(torch {env['torch']}, commit {str(env.get('git_commit'))[:12]}; gpu_report.json)"
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def draw_gpu_report(folder):
+    """DIR/gpu_report.png from DIR/gpu_report.json, gpu_report.py's report, where the folder holds one with
+    benchmark rows: the figure's path, or None."""
+    path = os.path.join(folder, "gpu_report.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        report = read_json(path)
+    except (OSError, ValueError):
+        return None  # load_results names it among the files it skipped
+    figure = gpu_report_figure(report) if isinstance(report, dict) and report.get("kind") == "gpu_report" else None
+    if figure is None:
+        return None
+    drawn = os.path.join(folder, "gpu_report.png")
+    figure.savefig(drawn, dpi=120)
+    plt.close(figure)
+    print(f"{path} -> {drawn}")
+    return drawn
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results_dir", default="results", help="folder with the runs' JSON files")
     args = parser.parse_args(argv)
 
+    gpu_figure = draw_gpu_report(args.results_dir)
     records, skipped = load_results(args.results_dir)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}")
+    if not records and gpu_figure:  # a fresh clone's results/: the committed GPU report, and no runs yet
+        print(
+            f"no completed runs in {args.results_dir}/*.json to draw beside it: train one (python train_finetune.py)."
+        )
+        return 0
     if not records:
         print(
             f"error: no completed runs in {args.results_dir}/*.json; train one first (python train_finetune.py), "

@@ -366,3 +366,19 @@ def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path)
     assert f"mode asked for, compiling {seconds} s of its {rows[0]['warmup_s']:.1f} s of warm-up;" in line
     assert "full fast aot_eager: 1 graph, 0 graph breaks, 0 run without" in line
     assert "full fast eager" not in line  # it compiled nothing
+
+
+def test_the_committed_gpu_figure_is_drawn_from_the_committed_report(tmp_path):
+    """results/gpu_report.png, which the README shows, is what plot_results.py draws from results/gpu_report.json
+    now: a report updated without redrawing its figure fails here."""
+    import shutil
+
+    import plot_results
+
+    root = os.path.dirname(gpu_report.__file__)
+    shutil.copy(os.path.join(root, "results", "gpu_report.json"), tmp_path)
+    assert plot_results.draw_gpu_report(str(tmp_path)) == str(tmp_path / "gpu_report.png")
+    with open(os.path.join(root, "results", "gpu_report.png"), "rb") as committed:
+        assert (tmp_path / "gpu_report.png").read_bytes() == committed.read()
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as handle:
+        assert "](results/gpu_report.png)" in handle.read()

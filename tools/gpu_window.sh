@@ -17,7 +17,8 @@
 # (estimated).
 #     PART_LIMIT_S=540 bash tools/gpu_window.sh whole   # once the report is done: every method, whole SST-2
 # Copy $OUT/gpu_report.json to results/gpu_report.json here after each call (the next call starts from the
-# working tree's copy, not the last call's), and commit it.
+# working tree's copy, not the last call's), redraw its figure with `python plot_results.py` here (under the
+# pinned matplotlib, whose bytes the test compares), and commit both.
 set -uo pipefail
 : "${OUT:?run this through the device tool, which sets OUT}"
 PART_LIMIT_S=${PART_LIMIT_S:-300}  # the budget per part: a window must hold a part and a rerun
