@@ -95,6 +95,9 @@ def test_the_readme_s_compile_times_are_the_committed_ones():
     assert f"a second run of that step took {warm} s instead of the first run's {cold}" in said
     # the quick start and the GPU section say it again
     assert said.count(f"took {warm} s instead of {cold} in") == 2
+    prefix = rows["prefix tuning"]
+    assert prefix["traces"] == 1
+    assert f"took {prefix['first_step_s']} s against full fine-tuning's {fixed['first_step_s']}, each traced" in said
 
 
 def test_the_readme_s_saved_activation_sizes_are_the_committed_ones():
