@@ -297,6 +297,7 @@ def gpu_panels(method, original, fast):
     the original experiment's; None: no bar), the fast recipe's target, its label)."""
     speedup, peak_gb, minutes = GPU_TARGETS[method]
     reported = ORIGINAL_EXPERIMENT[method]
+    protocol = lambda row: row and row.get("projected_protocol_s")  # noqa: E731  (None: no row, or none projected)
     return (
         (
             "Time per training step",
@@ -315,11 +316,7 @@ def gpu_panels(method, original, fast):
         (
             "The original's protocol (10 epochs), projected",
             "minutes (log scale)",
-            (
-                original and original["projected_protocol_s"] / 60,
-                fast["projected_protocol_s"] / 60,
-                reported["time_s"] / 60,
-            ),
+            tuple(None if s is None else s / 60 for s in (protocol(original), protocol(fast), reported["time_s"])),
             minutes,
             f"{minutes} min target",
         ),

@@ -85,6 +85,11 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
             assert held["optimizer_state"] == pytest.approx(2 * 4 * trained / 2**20, abs=0.11)  # and 4-byte steps
     text = gpu_report.markdown(report)
     assert "| full | fast | n/a | " in text  # a CPU has no peak to split
+    import plot_results
+
+    step, memory, _ = plot_results.gpu_report_figure(report).axes  # a CPU's report draws, without peaks of its own
+    assert [bar.get_height() for bar in step.patches] == [r["ms_per_step"] for r in report["bench"]]
+    assert [bar.get_height() for bar in memory.patches] == [2526, 1495]  # the original experiment's alone
     full = next(r for r in report["bench"] if (r["method"], r["recipe"]) == ("full", "fast"))
     held = full["held_mb"]
     with_peak = {**report, "bench": [{**full, "peak_memory_mb": 1000.0}]}
