@@ -43,7 +43,7 @@ def child(setting):
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2, problem_type=PROBLEM_TYPE)).train()
-    if setting == "prefix tuning":  # its warm-up on an H100 took 155 s to full fine-tuning's 87: the graph's?
+    if setting == "prefix tuning":  # it warmed up in 155 s on an H100 to full's 87 (results/gpu_report.json)
         from config import ExperimentArguments
         from methods import apply_method
 
