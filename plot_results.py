@@ -289,6 +289,7 @@ GPU_BARS = (  # (label, hatch, alpha) of the bars in a method's group, left to r
     ("fast recipe, measured", "", 1.0),
     ("the original experiment, as it reported (its GPU)", "//", 0.25),
 )
+TARGET_LABEL = "the target for the fast recipe"
 LABEL_BOX = {"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}  # over lines
 
 
@@ -348,7 +349,7 @@ def gpu_report_figure(report):
                               textcoords="offset points", fontsize=7.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
             if goal:  # the step's target needs the original recipe's row
                 axis.hlines(goal, i - 1.6 * width, i + 1.6 * width, colors="black", linestyles="--", linewidth=1.2,
-                            label="the target for the fast recipe" if i == 0 else "_")  # fmt: skip
+                            label=TARGET_LABEL if i == 0 else "_")  # fmt: skip
                 axis.annotate(goal_label, (i + 1.6 * width, goal), ha="right", va="top", xytext=(0, -2),
                               textcoords="offset points", fontsize=7.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
             axis.set_title(title)
@@ -360,12 +361,20 @@ def gpu_report_figure(report):
     for axis in axes:
         axis.margins(y=0.25 if axis is axes[2] else 0.12)
         axis.set_xticks(range(len(methods)), [f"{m} {'fine-tuning' if m == 'full' else 'tuning'}" for m in methods])
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    if not any(row.get("peak_memory_mb") for row in rows.values()):  # a report made on a CPU (--use_cpu)
+        axes[1].text(0.5, 0.45, "none measured here\n(a run on a CPU)", transform=axes[1].transAxes, ha="center",
+                     va="center", bbox=LABEL_BOX)  # fmt: skip
+    entries = {}  # the legend's, from every panel: a CPU's report has no measured bar in the memory panel
+    for axis in axes:
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            entries.setdefault(name, handle)
+    names = [name for name in [*(bar[0] for bar in GPU_BARS), TARGET_LABEL] if name in entries]
+    fig.legend([entries[n] for n in names], names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
     env = report["environment"]
+    quick = any("--quick" in command.split() for command in report.get("commands", {}).values())
     fig.suptitle(
-        f"BERT-base, random init, on {env['device']}: the original recipe against the fast one "
-        f"(torch {env['torch']}, commit {str(env.get('git_commit'))[:12]}; gpu_report.json)"
+        f"{'A small BERT (--quick, the script check)' if quick else 'BERT-base, random init'} on {env['device']}: "
+        f"the original recipe against the fast one (torch {env['torch']}, commit {str(env.get('git_commit'))[:12]})"
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

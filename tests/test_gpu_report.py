@@ -87,9 +87,13 @@ def test_the_report_runs_on_a_cpu_and_merges_its_parts(tiny_model, tiny_data, tm
     assert "| full | fast | n/a | " in text  # a CPU has no peak to split
     import plot_results
 
-    step, memory, _ = plot_results.gpu_report_figure(report).axes  # a CPU's report draws, without peaks of its own
+    figure = plot_results.gpu_report_figure(report)  # a CPU's report draws, without peaks of its own
+    step, memory, _ = figure.axes
     assert [bar.get_height() for bar in step.patches] == [r["ms_per_step"] for r in report["bench"]]
     assert [bar.get_height() for bar in memory.patches] == [2526, 1495]  # the original experiment's alone
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]  # every kind of mark, from any panel
+    assert legend == [*(name for name, _, _ in plot_results.GPU_BARS), plot_results.TARGET_LABEL]
+    assert figure.texts[0].get_text().startswith("A small BERT (--quick")  # the title does not claim BERT-base
     full = next(r for r in report["bench"] if (r["method"], r["recipe"]) == ("full", "fast"))
     held = full["held_mb"]
     with_peak = {**report, "bench": [{**full, "peak_memory_mb": 1000.0}]}
