@@ -7,6 +7,7 @@ cannot train a model before anything runs. Its knobs are flags in config.Experim
 learning rate goes in config.TUNED_LEARNING_RATES.
 """
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -42,6 +43,10 @@ from architectures import (
     takes_past_key_values,
 )
 from houlsby import adapter_parameters, add_adapters
+
+# peft 0.21 reads an attribute that transformers 5 deprecates at every peft model it builds or loads: a warning
+# about two libraries' versions at each run and each prediction, which the user cannot act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class MethodError(ValueError):

@@ -1,12 +1,15 @@
 """The classifier: loaded from the Hub or a local folder to start a run, saved for reuse when the run
 completes, and loaded again from that folder by predict.py; and a tiny BERT for checks."""
 
+import logging
 import os
+import sys
 from types import SimpleNamespace
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
+from architectures import head_parameters
 from methods import METHODS
 from results import read_json, write_json_atomic
 
@@ -101,9 +104,7 @@ def load_for_prediction(folder, base_model_name_or_path=None):
         PeftConfig.from_pretrained(folder).base_model_name_or_path if peft else info.get("base_model")
     )
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, dtype=MASTER_DTYPE, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
-        )
+        model = load_base_model(base)
     except (OSError, ValueError, TypeError) as error:
         raise ModelError(
             f"could not load the base model '{base}' named in {folder}/{named_in} "
@@ -118,6 +119,49 @@ def load_for_prediction(folder, base_model_name_or_path=None):
     if unexpected:
         raise ModelError(f"{folder}/{TRAINED_WEIGHTS} does not fit the base model '{base}': {unexpected[0]}.")
     return model, tokenizer, info
+
+
+def load_base_model(base):
+    """The model a saved adapter or trained tensors go onto. The saved run brings its own task head, so the
+    base's head may be missing (a pretrained model's) or of another size (another task's): transformers'
+    report of it as newly initialised would mislead, and is held back unless loading fails. Weights missing or
+    of another size outside the head start at random, and nothing saved replaces them: those are named."""
+    held = []  # a filter, not a level: transformers 5.23 lists every layer when that logger's level is raised
+
+    def hold_load_report(record):
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    report = logging.getLogger("transformers.modeling_utils")  # where from_pretrained logs its load report
+    report.addFilter(hold_load_report)
+    try:
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            base,
+            dtype=MASTER_DTYPE,
+            num_labels=2,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+        )
+    except BaseException:
+        report.removeFilter(hold_load_report)
+        for record in held:  # the error may point to it
+            report.handle(record)
+        raise
+    finally:
+        report.removeFilter(hold_load_report)
+    replaced = loading["missing_keys"] | {key for key, *_ in loading["mismatched_keys"]}
+    lacking = sorted(replaced - head_parameters(model))
+    if lacking:
+        print(
+            f"warning: the base model '{base}' lacks {len(lacking)} weights outside the task head ({lacking[0]} "
+            "first), which start at random: the predictions will not be the run's.",
+            file=sys.stderr,
+        )
+    return model
 
 
 def declare_mean_loss(model):

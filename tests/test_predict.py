@@ -4,6 +4,7 @@ import csv
 import os
 
 import pytest
+import torch
 from conftest import tiny_argv
 
 import predict
@@ -75,6 +76,51 @@ def test_a_peft_adapter_loads_onto_another_base_folder(runs, tmp_path, capsys):
     assert predict.main(["--model", folder, "--base_model_name_or_path", str(moved), "good"]) == 0
     assert predict.main(["--model", folder, "--base_model_name_or_path", str(tmp_path / "nowhere"), "good"]) == 2
     assert "--base_model_name_or_path" in capsys.readouterr().err
+
+
+def test_a_base_without_the_task_head_predicts_as_the_run_did_and_quietly(runs, tiny_data, tmp_path, capsys):
+    """A pretrained base has no task head, another task's has one of another size, and the saved run brings its
+    own: the predictions are the run's, and transformers' report of the base's head as newly initialised is not
+    printed. A base that lacks more than the head is named, for those weights start at random."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    full = runs / "models" / "full"
+    weights = load_file(full / "model.safetensors")
+    three_labels = {
+        "classifier.weight": weights["classifier.weight"].repeat(2, 1)[:3],
+        "classifier.bias": torch.ones(3),
+    }
+    for name, dropped, added in (
+        ("headless", ("classifier.",), {}),
+        ("three-labels", ("classifier.",), three_labels),  # e.g. an MNLI model
+        ("no-pooler", ("classifier.", "bert.pooler."), {}),
+    ):
+        shutil.copytree(full, tmp_path / name)
+        kept = {key: tensor for key, tensor in weights.items() if not key.startswith(dropped)}
+        save_file({**kept, **added}, tmp_path / name / "model.safetensors", metadata={"format": "pt"})
+    record = read_json(runs / "prefix.json")
+    output = tmp_path / "predictions.csv"
+    argv = ["--model", record["model_dir"], "--input", os.path.join(tiny_data, "dev.tsv"), "--output", str(output)]
+    # transformers' handler writes to the stream it found at import, which pytest's capture fixtures miss
+    logged = []
+    recorder = logging.Handler(logging.WARNING)
+    recorder.emit = logged.append
+    logging.getLogger("transformers").addHandler(recorder)
+    try:
+        for base in ("headless", "three-labels"):
+            assert predict.main([*argv, "--base_model_name_or_path", str(tmp_path / base)]) == 0
+            with open(output, newline="") as handle:
+                assert [NAMES[row["label"]] for row in csv.DictReader(handle)] == record["predictions"], base
+    finally:
+        logging.getLogger("transformers").removeHandler(recorder)
+    assert [entry.getMessage() for entry in logged] == []  # no report of the head as missing
+    assert capsys.readouterr().err == ""
+    assert predict.main([*argv, "--base_model_name_or_path", str(tmp_path / "no-pooler")]) == 0
+    warning = capsys.readouterr().err
+    assert "lacks 2 weights outside the task head (bert.pooler.dense.bias first)" in warning  # its weight and bias
 
 
 def test_checkpoints_stay_when_asked_and_models_only_when_asked(tiny_model, tiny_data, tmp_path):
