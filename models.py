@@ -28,20 +28,26 @@ class ModelError(RuntimeError):
     """A model that cannot be loaded. The message says how to get one."""
 
 
+def classifier_from_pretrained(name_or_path, **options):
+    """SST-2's two-label classifier, in fp32, from a Hub id or a folder; options go to from_pretrained."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path,
+        dtype=MASTER_DTYPE,
+        num_labels=2,
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+        problem_type=PROBLEM_TYPE,
+        **options,
+    )
+
+
 def load_model_and_tokenizer(name_or_path):
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: name or org/name
     if looks_local and not os.path.isdir(name_or_path):
         raise ModelError(f"--model_name_or_path {name_or_path} is not a folder.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path,
-            dtype=MASTER_DTYPE,
-            num_labels=2,
-            id2label=LABELS,
-            label2id={v: k for k, v in LABELS.items()},
-            problem_type=PROBLEM_TYPE,
-        )
+        model = classifier_from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
         if os.path.isdir(name_or_path):
             first_line = str(error).strip().splitlines()[0]
@@ -137,15 +143,7 @@ def load_base_model(base):
     report = logging.getLogger("transformers.modeling_utils")  # where from_pretrained logs its load report
     report.addFilter(hold_load_report)
     try:
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
-            base,
-            dtype=MASTER_DTYPE,
-            num_labels=2,
-            id2label=LABELS,
-            label2id={v: k for k, v in LABELS.items()},
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-        )
+        model, loading = classifier_from_pretrained(base, ignore_mismatched_sizes=True, output_loading_info=True)
     except BaseException:
         report.removeFilter(hold_load_report)
         for record in held:  # the error may point to it
