@@ -5,7 +5,8 @@
 
 --input takes one sentence per line, or a TSV, CSV, JSON or JSON Lines file with a `sentence` column
 (SST-2's own files work). With --output, writes the columns sentence,label,score (the label's name and
-its probability); without it, prints a table. A peft adapter loads onto the base model that its
+its probability); without it, prints a table. Where the file has a `label` column (0/1 or negative/positive,
+as SST-2's dev.tsv), it also prints the accuracy against it. A peft adapter loads onto the base model that its
 adapter_config.json names; --base_model_name_or_path points elsewhere, for instance at a local folder.
 """
 
@@ -14,18 +15,20 @@ import csv
 import json
 import os
 import sys
+from typing import Optional
 
 import torch
 from transformers.utils import logging as hf_logging
 
-from models import ModelError, load_for_prediction
+from models import LABELS, ModelError, load_for_prediction
 
 
 class InputError(ValueError):
     """Sentences that cannot be read. The message names the file."""
 
 
-def read_sentences(path) -> list[str]:
+def read_sentences(path) -> tuple[list[str], Optional[list]]:
+    """The sentences, and the file's `label` column as it is written, or None where it has none."""
     if not os.path.isfile(path):
         raise InputError(f"--input {path} is not a file.")
     extension = os.path.splitext(path)[1].lower()
@@ -43,13 +46,29 @@ def read_sentences(path) -> list[str]:
                 rows = None
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
         raise InputError(f"{path} could not be read ({type(error).__name__}): save it as UTF-8 text.") from None
+    labels = None
     if rows is not None:
         if not isinstance(rows, list) or (rows and not all(isinstance(r, dict) and "sentence" in r for r in rows)):
             raise InputError(f"{path} has no 'sentence' column.")
         sentences = [str(row["sentence"]) for row in rows]
+        if rows and all("label" in row for row in rows):
+            labels = [row["label"] for row in rows]
     if not sentences:
         raise InputError(f"{path} holds no sentences.")
-    return sentences
+    return sentences, labels
+
+
+LABEL_SPELLINGS = {"0": 0, "1": 1, **{name: number for number, name in LABELS.items()}}
+
+
+def accuracy_line(predictions, labels, path) -> str:
+    """How many predictions match the file's labels, in the words a run uses for its dev accuracy."""
+    spelt = [str(label).strip().lower() for label in labels]
+    unknown = next((label for label in spelt if label not in LABEL_SPELLINGS), None)
+    if unknown is not None:
+        return f"no accuracy: {path}'s label column holds {unknown!r}, where 0, 1, negative or positive were expected"
+    correct = sum(LABELS[LABEL_SPELLINGS[label]] == name for label, (name, _) in zip(spelt, predictions))
+    return f"accuracy {100 * correct / len(spelt):.2f}% ({correct}/{len(spelt)}) against {path}'s labels"
 
 
 @torch.no_grad()
@@ -99,7 +118,7 @@ def main(argv=None) -> int:
     try:
         if bool(args.sentences) == bool(args.input):
             raise InputError("give sentences on the command line or --input FILE (one of the two).")
-        sentences = read_sentences(args.input) if args.input else args.sentences
+        sentences, labels = read_sentences(args.input) if args.input else (args.sentences, None)
         hf_logging.disable_progress_bar()  # the output is the table: no bar for loading the weights above it
         model, tokenizer, info = load_for_prediction(args.model, args.base_model_name_or_path)
     except (InputError, ModelError) as error:
@@ -111,6 +130,8 @@ def main(argv=None) -> int:
         print(f"{len(sentences)} sentences -> {args.output}")
     else:
         print_table(sentences, predictions)
+    if labels is not None:
+        print(accuracy_line(predictions, labels, args.input))
     return 0
 
 

@@ -78,6 +78,32 @@ def test_a_peft_adapter_loads_onto_another_base_folder(runs, tmp_path, capsys):
     assert "--base_model_name_or_path" in capsys.readouterr().err
 
 
+def test_a_file_with_labels_gets_the_run_s_dev_accuracy(runs, tiny_data, tmp_path, capsys):
+    """SST-2's dev.tsv has a label column: predict.py counts its predictions against it, which gives back the run's
+    own dev accuracy; labels spelt as names count alike, and a label column of something else gets a note."""
+    import json
+
+    record = read_json(runs / "prefix.json")
+    dev = os.path.join(tiny_data, "dev.tsv")
+    with open(dev, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    correct = sum(int(row["label"]) == predicted for row, predicted in zip(rows, record["predictions"]))
+    assert (correct, len(rows)) == (record["metrics"]["eval_correct"], record["metrics"]["eval_total"])
+    expected = f"accuracy {100 * correct / len(rows):.2f}% ({correct}/{len(rows)})"
+    assert predict.main(["--model", record["model_dir"], "--input", dev, "--output", str(tmp_path / "p.csv")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{expected} against {dev}'s labels"
+    named = tmp_path / "named.jsonl"
+    spelt = {"0": "Negative", "1": "positive"}
+    named.write_text("".join(json.dumps({"sentence": r["sentence"], "label": spelt[r["label"]]}) + "\n" for r in rows))
+    assert predict.main(["--model", record["model_dir"], "--input", str(named)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{expected} against {named}'s labels"
+    stars = tmp_path / "stars.csv"
+    stars.write_text("sentence,label\na fine film,5\n")
+    assert predict.main(["--model", record["model_dir"], "--input", str(stars)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("no accuracy") and "'5'" in lines[-1]  # table, row, note
+
+
 def test_a_base_without_the_task_head_predicts_as_the_run_did_and_quietly(runs, tiny_data, tmp_path, capsys):
     """A pretrained base has no task head, another task's has one of another size, and the saved run brings its
     own: the predictions are the run's, and transformers' report of the base's head as newly initialised is not
