@@ -149,9 +149,8 @@ def load_base_model(base):
         for record in held:  # the error may point to it
             report.handle(record)
         raise
-    finally:
-        report.removeFilter(hold_load_report)
-    replaced = loading["missing_keys"] | {key for key, *_ in loading["mismatched_keys"]}
+    report.removeFilter(hold_load_report)
+    replaced = set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]}
     lacking = sorted(replaced - head_parameters(model))
     if lacking:
         print(
