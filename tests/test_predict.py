@@ -149,6 +149,37 @@ def test_a_base_without_the_task_head_predicts_as_the_run_did_and_quietly(runs, 
     assert "lacks 2 weights outside the task head (bert.pooler.dense.bias first)" in warning  # its weight and bias
 
 
+def test_a_base_that_fails_to_load_still_shows_transformers_report(monkeypatch):
+    """The report held back while a base loads is the one transformers' errors point to ("look at the above
+    report"): when loading fails, it is logged after all, and the logger is left without the hold."""
+    import logging
+
+    import models
+
+    report = logging.getLogger("transformers.modeling_utils")
+
+    def fails(*args, **kwargs):
+        report.warning("BertForSequenceClassification LOAD REPORT from: base\nclassifier.weight | CONVERSION")
+        raise RuntimeError("look at the above report")
+
+    monkeypatch.setattr(models.AutoModelForSequenceClassification, "from_pretrained", fails)
+    logged = []
+    recorder = logging.Handler(logging.WARNING)
+    recorder.emit = logged.append
+    report.addHandler(recorder)
+    try:
+        with pytest.raises(RuntimeError, match="above report"):
+            models.load_base_model("base")
+        report.warning("after")  # nothing held back any more
+    finally:
+        report.removeHandler(recorder)
+    assert [entry.getMessage().split("\n")[0] for entry in logged] == [
+        "BertForSequenceClassification LOAD REPORT from: base",
+        "after",
+    ]
+    assert report.filters == []
+
+
 def test_checkpoints_stay_when_asked_and_models_only_when_asked(tiny_model, tiny_data, tmp_path):
     flags = ["--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--keep_checkpoints", "True"]
     assert (
