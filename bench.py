@@ -11,6 +11,7 @@ SST2_TRAIN_LENGTHS. Prints a table and writes results/bench/bench-<UTC time>.jso
 """
 
 import cProfile
+import functools
 import gc
 import itertools
 import math
@@ -119,6 +120,7 @@ SST2_TRAIN_LENGTHS = {
 SST2_TRAIN_SENTENCES = 67_349
 BARE_LOOP = "bare loop"  # a --variants entry: the recipe's step through bare_loop instead of trainer.train()
 REFERENCE_LOOP = "reference loop"  # a --variants entry: the GPU issue's reference step (reference_loop)
+REFERENCE_LOOP_DYNAMIC = "reference loop dynamic"  # the same, compiled for symbolic shapes as the recipe compiles
 REFERENCE_LENGTH = 64  # that reference ran BERT-base on batches of [16, 64] tokens
 
 
@@ -134,7 +136,8 @@ class BenchArguments:
             "help": "Semicolon-separated sets of train flags, each measured as one more row of the fast recipe "
             "with those flags on top, e.g. '--torch_compile_dynamic False;--torch_compile_mode default'; "
             f"'{BARE_LOOP}' steps the fast recipe through a plain PyTorch loop instead of the Trainer's (bare_loop); "
-            f"'{REFERENCE_LOOP}' times the GPU issue's reference step on the recipe's model (reference_loop)."
+            f"'{REFERENCE_LOOP}' times the GPU issue's reference step on the recipe's model (reference_loop); "
+            f"'{REFERENCE_LOOP_DYNAMIC}' the same step compiled for symbolic shapes, as the recipe compiles."
         },
     )
     model_name_or_path: Optional[str] = field(
@@ -322,7 +325,7 @@ class StepProfiler(TrainerCallback):
         if torch.cuda.is_available():
             print(averages.table(sort_by="self_cuda_time_total", row_limit=25))
         print(averages.table(sort_by="self_cpu_time_total", row_limit=25))  # a host-bound step: where it goes
-        print(f"profile of {self.steps} steps -> {self.trace_path} (open in chrome://tracing or Perfetto)")
+        print(f"profile of {self.steps} steps -> {self.trace_path} (open in Perfetto, ui.perfetto.dev)")
         self.summary = self.summarise(averages)
         if self.python_steps:
             pstats.Stats(self.python).sort_stats("tottime").print_stats(self.TOP_HOST)
@@ -530,20 +533,24 @@ def reference_batch(model, args):
     return {name: tensor.to(args.device) for name, tensor in batch.items()}
 
 
-def reference_loop(trainer, warmup_steps, stages):
+def reference_loop(trainer, warmup_steps, stages, dynamic=False):
     """The GPU issue's reference (5.3 ms per BERT-base step on an H200): the Trainer's model compiled on its own
     (torch.compile with the recipe's mode, for one fixed shape), under the recipe's bf16 autocast, with the
     recipe's optimizer stepping eagerly, on one batch already on the device (reference_batch) and at a constant
     rate: no data loader, clipping, scheduler, accelerate or Trainer, and torch's own split of the step between
     forward and backward (partition_for_memory). Its row, beside the bare loop's on the same card, says how far
     the pipeline's step is from that floor, and the floor itself depends on the card and its host. Timed by
-    `stages` as bare_loop is; returns timed_steps' times."""
+    `stages` as bare_loop is; returns timed_steps' times.
+
+    The issue's reference compiled for its one shape. `dynamic` compiles the same step for symbolic shapes, as
+    the recipe compiles the pipeline's (one graph for every length bucket), still on the one batch: the row
+    beside the other says what symbolic shapes alone cost a step on the card."""
     args, model = trainer.args, trainer.model
     if args.fp16:
         raise ConfigError("the reference loop runs bf16 or fp32: fp16 would need the Trainer's loss scaling.")
     batch = reference_batch(model, args)
     partition_for_memory(False)  # torch's own split of the step, as the issue's reference compiled
-    step = torch.compile(model, mode=args.torch_compile_mode, dynamic=False) if args.torch_compile else model
+    step = torch.compile(model, mode=args.torch_compile_mode, dynamic=dynamic) if args.torch_compile else model
 
     def forward_backward(batch):
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
@@ -557,7 +564,11 @@ def reference_loop(trainer, warmup_steps, stages):
     return timed_steps(batches, warmup_steps, stages, forward_backward, trainer.create_optimizer())
 
 
-LOOPS = {BARE_LOOP: bare_loop, REFERENCE_LOOP: reference_loop}  # variants that step the recipe's model themselves
+LOOPS = {  # variants that step the recipe's model themselves
+    BARE_LOOP: bare_loop,
+    REFERENCE_LOOP: reference_loop,
+    REFERENCE_LOOP_DYNAMIC: functools.partial(reference_loop, dynamic=True),
+}
 
 
 def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, scratch, flags=(), eval_set=None):
@@ -607,7 +618,9 @@ def measure(bench, method, recipe, variant, make_model, tokenizer, sentences, sc
     if bench.profile:
         os.makedirs(bench.results_dir, exist_ok=True)
         suffix = "-" + re.sub(r"[^A-Za-z0-9]+", "_", variant).strip("_") if variant else ""
-        trace = os.path.join(bench.results_dir, f"trace-{method}-{recipe}{suffix}.json")
+        # gzipped: 20 fast steps of BERT-base's structure left a 27 MB trace on our CPU (1.7 MB gzipped), and
+        # the GPU machine we borrow returns no file over 16 MiB
+        trace = os.path.join(bench.results_dir, f"trace-{method}-{recipe}{suffix}.json.gz")
         callbacks.append(StepProfiler(bench.warmup_steps, trace, steps=min(bench.profile_steps, bench.measure_steps)))
     trainer = build_trainer(experiment, training, model, tokenizer, data, callbacks=callbacks)
     reset_peak_memory()

@@ -36,6 +36,8 @@ again replaces its own rows only. A report from another card or torch version is
   backward and the clipping apart, which the Trainer's callbacks cannot. Then the GPU issue's reference
   step on the same card (bench.reference_loop: one fixed [16, 64] batch on the device, compiled for that
   shape, no data loader, clipping or scheduler): the floor that the pipeline's step is measured against.
+  Last, that reference compiled for symbolic shapes, as the recipe compiles (one graph for every length
+  bucket): what symbolic shapes alone cost the step.
 - bench_variants: the bench's fast rows again with the flags of each of VARIANTS on top, against the same
   original row: alternatives measured on the card before one becomes the recipe.
 
@@ -63,12 +65,13 @@ from summary import precision_text
 from utils import environment
 
 # In the order a GPU window runs them (tools/gpu_window.sh): the benchmark first, as the issue asks, since the
-# recipe has changed since its rows (results/gpu_report.json's commit); then where the time goes.
+# recipe has changed since its rows (results/gpu_report.json's commit); then where the time goes, the profile
+# before bench_bare, whose last rows compile anew and may meet the window's end.
 PARTS = (
     "bench_full",
     "bench_prefix",
-    "bench_bare",
     "profile",
+    "bench_bare",
     "bench_variants",
     "end_to_end_prefix",
     "end_to_end_full",
@@ -203,9 +206,9 @@ def part_profile(report, save):
 
 
 def part_bench_bare(report, save):
-    # The bare loop first: it runs bench_full's compiled graphs, from the cache; the reference compiles its own.
-    loops = [("full", "fast", bench.BARE_LOOP), ("full", "fast", bench.REFERENCE_LOOP)]
-    measure(report, loops, lambda row: save({"bench": [row]}))
+    # The bare loop first: it runs bench_full's compiled graphs, from the cache; each reference compiles its own.
+    loops = (bench.BARE_LOOP, bench.REFERENCE_LOOP, bench.REFERENCE_LOOP_DYNAMIC)
+    measure(report, [("full", "fast", loop) for loop in loops], lambda row: save({"bench": [row]}))
 
 
 def part_bench_variants(report, save):

@@ -1,5 +1,7 @@
 """gpu_report.py: the one command behind the README's GPU numbers, checked on a CPU with a tiny model."""
 
+import gzip
+import json
 import math
 import os
 import random
@@ -137,8 +139,9 @@ def test_the_bare_and_reference_loops_are_rows_of_their_own_timed_stage_by_stage
     assert gpu_report.main(["--part", "bench_full", *flags]) == 0
     assert gpu_report.main(["--part", "bench_bare", *flags]) == 0
     rows = {(r["recipe"], r["variant"]): r for r in read_json(output)["bench"]}
-    assert list(rows) == [("original", None), ("fast", None), ("fast", "bare loop"), ("fast", "reference loop")]
-    original, fast, bare, reference = rows.values()
+    loops = [("fast", "bare loop"), ("fast", "reference loop"), ("fast", "reference loop dynamic")]
+    assert list(rows) == [("original", None), ("fast", None), *loops]
+    original, fast, bare, reference, dynamic = rows.values()
     assert bare["settings"] == fast["settings"]  # the same recipe, stepped by another loop
     assert bare["warmup_steps"] == fast["warmup_steps"] and bare["ms_per_step"] > 0
     assert list(bare["host_ms_per_stage"]) == list(fast["host_ms_per_stage"])
@@ -163,6 +166,8 @@ def test_the_bare_and_reference_loops_are_rows_of_their_own_timed_stage_by_stage
     assert reference["host_ms_per_stage"]["batch"] < 0.1 * reference["ms_per_step"]
     assert list(reference["host_ms_per_part"]) == ["forward", "backward"]  # it clips nothing
     assert any(line.startswith("| full | fast reference loop | ") for line in text.splitlines())
+    assert dynamic["ms_per_step"] > 0 and list(dynamic["host_ms_per_part"]) == ["forward", "backward"]
+    assert any(line.startswith("| full | fast reference loop dynamic | ") for line in text.splitlines())
 
 
 @pytest.mark.slow
@@ -184,7 +189,8 @@ def test_the_profile_part_names_where_the_host_time_goes(tiny_model, tiny_data, 
     own, cumulative = zip(*profile["top_python_ms_per_step"].values())
     assert list(own) == sorted(own, reverse=True) and all(o <= c for o, c in zip(own, cumulative))
     assert any("run_backward" in name for name in profile["top_python_ms_per_step"])  # autograd, by its name
-    assert (tmp_path / "trace-full-fast.json").is_file()
+    with gzip.open(tmp_path / "trace-full-fast.json.gz", "rt") as trace:  # gzipped, to come back from a GPU window
+        assert any(event.get("name", "").startswith("aten::") for event in json.load(trace)["traceEvents"])
     text = gpu_report.markdown(read_json(output))
     assert "Python functions with the most own host time" in text
     assert f"The host ran {profile['host_ops_per_step']} profiled operations per step" in text

@@ -1,5 +1,6 @@
 """The two recipes: what each sets, that they learn the same thing, and that length buckets are harmless."""
 
+import gzip
 import json
 import os
 
@@ -432,7 +433,8 @@ def test_bench_profile_writes_a_trace(tmp_path):
 
     flags = ["--quick", "--use_cpu", "--profile", "--methods", "prefix", "--recipes", "fast"]
     assert bench.main([*flags, "--results_dir", str(tmp_path)]) == 0
-    trace = json.loads((tmp_path / "trace-prefix-fast.json").read_text())
+    with gzip.open(tmp_path / "trace-prefix-fast.json.gz", "rt") as handle:
+        trace = json.load(handle)
     assert any(event.get("name", "").startswith("aten::") for event in trace["traceEvents"])
 
 
@@ -692,6 +694,32 @@ def test_bench_s_reference_loop_is_plain_adamw_on_one_batch(tiny_model, tiny_dat
     names = dict(expected.named_parameters())
     for name, value in model.named_parameters():
         torch.testing.assert_close(value.detach(), names[name].detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant, symbolic", [("reference loop", False), ("reference loop dynamic", True)])
+def test_bench_s_reference_loops_compile_for_one_shape_or_for_symbolic_ones(
+    variant, symbolic, tiny_model, tiny_data, tmp_path, monkeypatch
+):
+    """The GPU issue's reference compiled for its one shape; its dynamic row compiles the same step for symbolic
+    shapes, as the recipe does: what reaches the compiler, seen by a backend that records its graph's inputs and
+    runs the graph as traced."""
+    import bench
+    from experiment import build_model, build_trainer, prepare_data
+
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "2", "--torch_compile", "True")
+    experiment, training, _ = parse_args([*argv, "--use_cpu", "--eval_strategy", "no"], method="full")
+    model, tokenizer = build_model(experiment, training)
+    trainer = build_trainer(experiment, training, model, tokenizer, prepare_data(experiment, model, tokenizer).train)
+    graphs, compile = [], torch.compile
+
+    def record(graph, inputs):
+        graphs.append([d for x in inputs if isinstance(x, torch.Tensor) for d in x.shape] + list(inputs))
+        return graph.forward
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode, dynamic: compile(model, backend=record, dynamic=dynamic))
+    bench.LOOPS[variant](trainer, 1, bench.StageTimer(warmup_steps=1))
+    assert graphs  # the step compiled
+    assert all(any(isinstance(x, torch.SymInt) for x in graph) == symbolic for graph in graphs)
 
 
 def test_bench_s_bare_loop_refuses_gradient_accumulation():

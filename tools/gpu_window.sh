@@ -2,10 +2,10 @@
 # On the lent GPU (the device tool, carry [".carry"] from tools/pack_gpu_carry.py): the parts of
 # gpu_report.py named as arguments, in order, each under its own time limit, merged into $OUT/gpu_report.json
 # (which starts as the committed results/gpu_report.json) as each row lands, so a part cut off keeps its rows.
-# A 15-minute window holds the first two calls (about 10 minutes, and the machine's start), with time to rerun
+# A 15-minute window holds the first two calls (about 11 minutes, and the machine's start), with time to rerun
 # one part; the last two go to a later one. Each call fits the device's 10 minutes.
 #     bash tools/gpu_window.sh bench_full bench_prefix                                  # about 6 min, H100
-#     bash tools/gpu_window.sh bench_bare profile                                       # about 4, on that machine
+#     bash tools/gpu_window.sh profile bench_bare                                       # about 5, on that machine
 #     bash tools/gpu_window.sh bench_variants end_to_end_prefix                         # about 8.5, a later window
 #     bash tools/gpu_window.sh end_to_end_full original                                 # about 5
 # On an H100 (2026-11-28): bench_full 2.5 min, bench_prefix 3.6, end_to_end_prefix 3.0, end_to_end_full and
@@ -15,7 +15,8 @@
 # the second finds them cached) and two compiled anew (without CUDA graphs; torch's own split of the step), so
 # about 5.5 min (estimated: the last row may meet the limit, and a part cut off keeps the rows before);
 # bench_bare: one row of the bench's fast graphs (cached after bench_full), then the reference loop's own
-# compile for one shape: about 2.5 (estimated).
+# compiles, for one shape and for symbolic shapes: about 3.5 (estimated), after the profile, so that the
+# window's end meets the last of them if anything.
 #     PART_LIMIT_S=540 bash tools/gpu_window.sh whole   # once the report is done: every method, whole SST-2
 # Copy $OUT/gpu_report.json to results/gpu_report.json here after each call (the next call starts from the
 # working tree's copy, not the last call's), redraw its figure with `python plot_results.py` here (under the
