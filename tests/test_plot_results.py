@@ -9,6 +9,15 @@ from results import read_json, write_json_atomic
 from summary import all_paired, group_by_method, mcnemar_against_full, paired_by_seed, summarise, write_summary
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Tests that call draw_figures keep its figures open; main closes what it saves."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def record(method, accuracy, seconds, run_name, seed=42, predictions=None, learning_rate=1e-3):
     labels = [1, 0, 1, 0, 1, 0, 1, 0]
     return {
