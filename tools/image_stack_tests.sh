@@ -6,8 +6,8 @@
 #     bash tools/image_stack_tests.sh                         # the whole suite, about 5.5 min on 2 cores
 #     bash tools/image_stack_tests.sh tests/test_recipes.py   # the recipes, compiled steps among them, about 1
 # The virtual environment (VENV, /tmp/image-stack) sees this Python's packages and shadows those three; PyPI's
-# torch for Linux is a CUDA build: with its NVIDIA libraries, the environment took 4.6 GB here. The Python itself stays this one's
-# (3.11 here, 3.12 on the machine).
+# torch for Linux is a CUDA build: with its NVIDIA libraries, the environment took 4.6 GB here. The Python
+# itself stays this one's (3.11 here, 3.12 on the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-/tmp/image-stack}
