@@ -5,9 +5,10 @@
 
 --input takes one sentence per line, or a TSV, CSV, JSON or JSON Lines file with a `sentence` column
 (SST-2's own files work). With --output, writes the columns sentence,label,score (the label's name and
-its probability); without it, prints a table. Where the file has a `label` column (0/1 or negative/positive,
-as SST-2's dev.tsv), it also prints the accuracy against it. A peft adapter loads onto the base model that its
-adapter_config.json names; --base_model_name_or_path points elsewhere, for instance at a local folder.
+its probability); without it, prints a table. Where the file has a `label` column (0/1 as in SST-2's dev.tsv,
+0.0/1.0 as pandas writes them, or negative/positive), it also prints the accuracy against it. A peft adapter
+loads onto the base model that its adapter_config.json names; --base_model_name_or_path points elsewhere, for
+instance at a local folder.
 """
 
 import argparse
@@ -58,17 +59,29 @@ def read_sentences(path) -> tuple[list[str], Optional[list]]:
     return sentences, labels
 
 
-LABEL_SPELLINGS = {"0": 0, "1": 1, **{name: number for number, name in LABELS.items()}}
+LABEL_NUMBERS = {name: number for number, name in LABELS.items()}
+
+
+def label_number(label) -> Optional[int]:
+    """0 or 1 from a label as files write it: 0/1, 0.0/1.0 (pandas, where a column had a gap), or the name."""
+    text = str(label).strip().lower()
+    if text in LABEL_NUMBERS:
+        return LABEL_NUMBERS[text]
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number in (0, 1) else None
 
 
 def accuracy_line(predictions, labels, path) -> str:
     """How many predictions match the file's labels, in the words a run uses for its dev accuracy."""
-    spelt = [str(label).strip().lower() for label in labels]
-    unknown = next((label for label in spelt if label not in LABEL_SPELLINGS), None)
-    if unknown is not None:
+    numbers = [label_number(label) for label in labels]
+    if None in numbers:
+        unknown = str(labels[numbers.index(None)]).strip()
         return f"no accuracy: {path}'s label column holds {unknown!r}, where 0, 1, negative or positive were expected"
-    correct = sum(LABELS[LABEL_SPELLINGS[label]] == name for label, (name, _) in zip(spelt, predictions))
-    return f"accuracy {100 * correct / len(spelt):.2f}% ({correct}/{len(spelt)}) against {path}'s labels"
+    correct = sum(LABELS[number] == name for number, (name, _) in zip(numbers, predictions))
+    return f"accuracy {100 * correct / len(numbers):.2f}% ({correct}/{len(numbers)}) against {path}'s labels"
 
 
 @torch.no_grad()

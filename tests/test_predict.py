@@ -97,6 +97,11 @@ def test_a_file_with_labels_gets_the_run_s_dev_accuracy(runs, tiny_data, tmp_pat
     named.write_text("".join(json.dumps({"sentence": r["sentence"], "label": spelt[r["label"]]}) + "\n" for r in rows))
     assert predict.main(["--model", record["model_dir"], "--input", str(named)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"{expected} against {named}'s labels"
+    floats = tmp_path / "floats.csv"  # pandas writes 1.0 where a column had a gap, as the data loader accepts
+    with open(floats, "w", newline="") as handle:
+        csv.writer(handle).writerows([("sentence", "label")] + [(r["sentence"], f"{int(r['label'])}.0") for r in rows])
+    assert predict.main(["--model", record["model_dir"], "--input", str(floats)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{expected} against {floats}'s labels"
     stars = tmp_path / "stars.csv"
     stars.write_text("sentence,label\na fine film,5\n")
     assert predict.main(["--model", record["model_dir"], "--input", str(stars)]) == 0
