@@ -98,6 +98,7 @@ RECIPES = {
         per_device_eval_batch_size=128,  # evaluation holds no gradients, so big batches are free
         logging_nan_inf_filter=False,  # its isnan check syncs host and device at every step
         walk_modules_once=True,  # the Trainer's per-step walks over every module: host time a GPU step waits on
+        prompt_tokens_on_device=True,  # else peft copies prompt learning's token ids to a GPU each step, and waits
     ),
 }
 # On a GPU a BERT step is launch-bound (13 tokens per SST-2 sentence on average), so graphs pay.
@@ -228,6 +229,9 @@ class ExperimentArguments:
     # List the model's modules and parameters once, for the three walks the Trainer's loop makes at every
     # step (experiment.ModulesListedOnce). Off: the Trainer's own walks, as the original ran.
     walk_modules_once: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
+    # Prompt-learning methods: move peft's virtual-token ids to the prompt encoder's device before the first step
+    # (methods.place_prompt_tokens). Off: peft copies them from the CPU at every forward, as the original ran.
+    prompt_tokens_on_device: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
     # With torch.compile: the backward recomputes what it can rebuild cheaply from what it holds anyway, such as
     # autocast's bf16 copies of the trained weights, instead of keeping it from the forward
     # (experiment.partition_for_memory). Off: torch's own split, as the H100 report ran.

@@ -42,7 +42,7 @@ from data_loader import (
     split_holdout,
     tokenize,
 )
-from methods import MethodError, apply_method
+from methods import MethodError, apply_method, place_prompt_tokens
 from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
 from models import (
     ModelError,
@@ -115,8 +115,9 @@ class ModulesListedOnce:
 
 
 class ExperimentTrainer(ResilientTrainer):
-    """The pipeline's Trainer: ResilientTrainer, plus a FLOPs estimate that counts the parameters once, and
-    with `walk_modules_once` the loop's other walks over the model done once (ModulesListedOnce).
+    """The pipeline's Trainer: ResilientTrainer, plus a FLOPs estimate that counts the parameters once; with
+    `walk_modules_once` the loop's other walks over the model done once (ModulesListedOnce), and with
+    `prompt_tokens_on_device` peft's virtual-token ids moved to the model's device once (place_prompt_tokens).
 
     The Trainer estimates each step's FLOPs by re-counting the model's parameters, a walk over every
     module and parameter whose host time a CUDA-graph step cannot hide (README, "Performance"). The count
@@ -125,9 +126,10 @@ class ExperimentTrainer(ResilientTrainer):
 
     _counted = (None, 0)  # (the model counted, its non-embedding parameters)
 
-    def __init__(self, *args, walk_modules_once=False, **kwargs):
+    def __init__(self, *args, walk_modules_once=False, prompt_tokens_on_device=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.walk_modules_once, self._listed = walk_modules_once, None
+        self.walk_modules_once, self.prompt_tokens_on_device = walk_modules_once, prompt_tokens_on_device
+        self._listed = self._prepared_for = None
 
     def train(self, *args, **kwargs):
         try:
@@ -135,15 +137,23 @@ class ExperimentTrainer(ResilientTrainer):
         finally:  # the model leaves training as it came: save_pretrained, predict.py and the next run see no lists
             if self._listed is not None:
                 self._listed.undo()
-                self._listed = None
+            self._listed = self._prepared_for = None
 
     def training_step(self, model, inputs, *args, **kwargs):
-        # The first step's model is the one the loop holds (compiled or wrapped by then), which it walks.
-        if self.walk_modules_once and (self._listed is None or self._listed.model is not model):
+        if model is not self._prepared_for:
+            self._prepare_loop(model)
+        return super().training_step(model, inputs, *args, **kwargs)
+
+    def _prepare_loop(self, model):
+        """Before a train()'s first forward: `model` is the one the loop holds (compiled or wrapped by then), and
+        the model is on the device it trains on; a compiled model compiles at that forward."""
+        if self.walk_modules_once:
             if self._listed is not None:
                 self._listed.undo()
             self._listed = ModulesListedOnce(model)
-        return super().training_step(model, inputs, *args, **kwargs)
+        if self.prompt_tokens_on_device:
+            place_prompt_tokens(self.model)
+        self._prepared_for = model
 
     def floating_point_ops(self, inputs):
         main_input = getattr(self.model, "main_input_name", "input_ids")
@@ -213,6 +223,7 @@ def build_trainer(experiment, training, model, tokenizer, train_set, eval_set=No
             preprocess_logits_for_metrics=argmax_logits,
             callbacks=list(callbacks),
             walk_modules_once=experiment.walk_modules_once,
+            prompt_tokens_on_device=experiment.prompt_tokens_on_device,
         )
 
 

@@ -8,7 +8,8 @@
     python gpu_report.py --part original ...           # train_finetune.py, one epoch under --recipe original
     python gpu_report.py --part profile ...            # where a fast step's time goes
     python gpu_report.py --part bench_bare ...         # full fine-tuning's fast step without the Trainer; the floor
-    python gpu_report.py --part bench_variants ...     # the fast recipe with other flags (VARIANTS), one row each
+    python gpu_report.py --part bench_variants ...     # full fine-tuning's fast recipe with other flags (VARIANTS)
+    python gpu_report.py --part bench_variants_prefix  # prefix tuning's, the same
     python gpu_report.py --markdown                    # the README's GPU section, from the JSON
 
 `--part bench` runs both bench parts, `--part end_to_end` both end-to-end ones. Each part merges into one
@@ -38,8 +39,9 @@ again replaces its own rows only. A report from another card or torch version is
   shape, no data loader, clipping or scheduler): the floor that the pipeline's step is measured against.
   Last, that reference compiled for symbolic shapes, as the recipe compiles (one graph for every length
   bucket): what symbolic shapes alone cost the step.
-- bench_variants: the bench's fast rows again with the flags of each of VARIANTS on top, against the same
-  original row: alternatives measured on the card before one becomes the recipe.
+- bench_variants, bench_variants_prefix: the bench's fast row of full fine-tuning, or of prefix tuning, again
+  with the flags of each of that method's VARIANTS on top, against the same original row: what a choice of the
+  recipe buys, and alternatives measured on the card before one becomes the recipe.
 
 --quick --use_cpu runs every part on a tiny model and a few sentences: the test suite's check of the script.
 """
@@ -73,6 +75,7 @@ PARTS = (
     "profile",
     "bench_bare",
     "bench_variants",
+    "bench_variants_prefix",
     "end_to_end_prefix",
     "end_to_end_full",
     "original",
@@ -95,6 +98,10 @@ VARIANTS = (
     # forward (163 MiB for BERT-base), instead of casting again. What the recipe's split saves in peak memory, and
     # what its casts cost in time. Last: a part cut off by its time limit keeps the rows before.
     ("full", "--recompute_in_backward False"),
+    # Prefix tuning (bench_variants_prefix) with peft's copy of its virtual-token ids from the CPU at every forward,
+    # which waits for the GPU and splits the compiled forward into more than one CUDA graph (place_prompt_tokens):
+    # what placing them once saves.
+    ("prefix", "--prompt_tokens_on_device False"),
 )
 PROTOCOL_EPOCHS = 10  # the original's: 42,100 steps of 16 sentences, and a dev evaluation after each epoch
 BF16_TOLERANCE = 0.5  # points of dev accuracy between the fast recipe's bf16 and the original's fp32
@@ -211,8 +218,12 @@ def part_bench_bare(report, save):
     measure(report, [("full", "fast", loop) for loop in loops], lambda row: save({"bench": [row]}))
 
 
-def part_bench_variants(report, save):
-    measure(report, [(method, "fast", variant) for method, variant in VARIANTS], lambda row: save({"bench": [row]}))
+def variants_part(method):
+    def part(report, save):
+        rows = [(method, "fast", variant) for of, variant in VARIANTS if of == method]
+        measure(report, rows, lambda row: save({"bench": [row]}))
+
+    return part
 
 
 def end_to_end_part(method, recipe):
@@ -272,7 +283,8 @@ PART_FUNCTIONS = {
     "bench_full": bench_part("full"),
     "bench_prefix": bench_part("prefix"),
     "bench_bare": part_bench_bare,
-    "bench_variants": part_bench_variants,
+    "bench_variants": variants_part("full"),
+    "bench_variants_prefix": variants_part("prefix"),
     "end_to_end_full": end_to_end_part("full", "fast"),
     "end_to_end_prefix": end_to_end_part("prefix", "fast"),
     "original": end_to_end_part("full", "original"),

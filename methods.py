@@ -271,5 +271,22 @@ def _apply(model, method, args):
     return model.train(), None
 
 
+def place_prompt_tokens(model) -> None:
+    """Moves a prompt-learning model's virtual-token ids to the device of the prompt encoder that reads them.
+
+    peft keeps them in a plain dict beside the module tree, so model.to(device) leaves them on the CPU, and each
+    forward copies them to the encoder's device (PeftModel.get_prompt): on a GPU, a copy from pageable memory
+    that waits for every kernel queued before it, once a step. Compiled, they are a CPU input of the step's
+    graph, and inductor keeps CPU work and device copies out of CUDA graphs (its graph partitions), so the
+    forward runs as more than one CUDA graph, around that same blocking copy. They never change, so moving them
+    once computes the same step. Any other model is left as it is.
+    """
+    tokens = getattr(model, "prompt_tokens", None) or {}
+    for name, ids in tokens.items():
+        device = model.prompt_encoder[name].embedding.weight.device  # where get_prompt sends them
+        if ids.device != device:
+            tokens[name] = ids.to(device)
+
+
 def _first_line(error) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -120,11 +120,15 @@ def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_da
     output = tmp_path / "report.json"
     flags = [*quick_flags(tiny_model, tiny_data), "--output", str(output)]
     assert gpu_report.main(["--part", "bench_full", *flags]) == 0
-    monkeypatch.setattr(gpu_report, "VARIANTS", (("full", "--per_device_eval_batch_size 64"),))  # cheap on a CPU
-    assert gpu_report.main(["--part", "bench_variants", *flags]) == 0
+    cheap = "--per_device_eval_batch_size 64"  # cheap on a CPU
+    monkeypatch.setattr(gpu_report, "VARIANTS", (("full", cheap), ("prefix", cheap)))
+    assert gpu_report.main(["--part", "bench_variants", *flags]) == 0  # full fine-tuning's variants only
     assert gpu_report.main(["--part", "bench_variants", *flags]) == 0  # a rerun replaces its row, not the fast one
     rows = {(r["recipe"], r["variant"]): r for r in read_json(output)["bench"]}
     assert list(rows) == [("original", None), ("fast", None), ("fast", "--per_device_eval_batch_size 64")]
+    assert gpu_report.main(["--part", "bench_variants_prefix", *flags]) == 0  # prefix tuning's, a row of its own
+    prefix = [r for r in read_json(output)["bench"] if r["method"] == "prefix"]
+    assert [(r["recipe"], r["variant"]) for r in prefix] == [("fast", cheap)] and "speedup" not in prefix[0]
     original, variant = rows["original", None], rows["fast", "--per_device_eval_batch_size 64"]
     fast = rows["fast", None]
     assert variant["settings"]["per_device_eval_batch_size"] == 64 != fast["settings"]["per_device_eval_batch_size"]

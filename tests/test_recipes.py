@@ -41,6 +41,7 @@ def test_original_recipe_reproduces_the_original_mechanics():
     assert experiment.pad_to_max_length and experiment.max_seq_length == 128
     assert (training.bf16, training.torch_compile, training.optim) == (False, False, "adamw_torch")
     assert not experiment.walk_modules_once  # the Trainer's own walks over the model at every step
+    assert not experiment.prompt_tokens_on_device  # peft's copy of the virtual-token ids at every forward
     assert not experiment.recompute_in_backward
     assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate, training.seed) == (
         10,
@@ -64,6 +65,7 @@ def test_fast_recipe_on_a_gpu_compiles_and_buckets():
     cpu = recipe_settings("fast", None)
     assert not cpu["pad_to_max_length"] and "torch_compile" not in cpu and "bf16" not in cpu
     assert settings["walk_modules_once"] and cpu["walk_modules_once"]  # learns the same (below), costs less host
+    assert settings["prompt_tokens_on_device"] and cpu["prompt_tokens_on_device"]  # the same step, no copy per step
 
 
 T4 = GpuSupport("Tesla T4", native_bf16=False)  # compute capability 7.5: bf16 emulated, Triton runs
@@ -558,6 +560,66 @@ def test_the_loop_walks_the_model_s_modules_only_at_its_first_step(once, tiny_mo
     assert len(steps) == 3
     assert steps == [0, 0, 0] if once else all(count >= 3 * modules for count in steps)
     assert not {"train", "zero_grad", "parameters"} & set(vars(model))
+
+
+@pytest.mark.parametrize("method", ["prefix", "prefix-v2", "prompt", "ptuning", "lora", "full"])
+def test_prompt_tokens_go_where_the_prompt_encoder_is(method, tiny_model):
+    """peft keeps a prompt-learning model's virtual-token ids (0 to 19, one per virtual token) beside the module
+    tree, where model.to() leaves them; placed, they are on the encoder's device."""
+    from methods import place_prompt_tokens
+
+    experiment, _, _ = parse_args(["--use_cpu"], method=method)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, method, experiment).to("meta")  # a device other than the CPU, with no values
+    tokens = getattr(model, "prompt_tokens", None)
+    if method in ("lora", "full"):
+        assert not tokens
+        place_prompt_tokens(model)  # nothing to place, and no error
+        return
+    assert tokens["default"].device == torch.device("cpu") and tokens["default"].tolist() == list(range(20))
+    place_prompt_tokens(model)
+    assert tokens["default"].device == model.prompt_encoder["default"].embedding.weight.device == torch.device("meta")
+    assert tokens["default"].shape == (20,)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_the_pipeline_places_the_prompt_tokens_once_before_the_first_forward(
+    on_device, tiny_model, tiny_data, tmp_path, monkeypatch
+):
+    """With --prompt_tokens_on_device (the fast recipe's), the ids are placed on the trained model once per
+    train(), before its first forward, so a compiled step compiles with them there."""
+    import experiment as pipeline
+    from experiment import build_model, build_trainer, prepare_data
+
+    events = []
+    place = pipeline.place_prompt_tokens
+    monkeypatch.setattr(pipeline, "place_prompt_tokens", lambda model: events.append(("place", model)) or place(model))
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "4")
+    flags = ["--use_cpu", "--eval_strategy", "no", "--prompt_tokens_on_device", str(on_device)]
+    experiment, training, _ = parse_args([*argv, *flags], method="prefix")
+    model, tokenizer = build_model(experiment, training)
+    data = prepare_data(experiment, model, tokenizer)
+    model.register_forward_pre_hook(lambda module, args: events.append(("forward", None)))
+    trainer = build_trainer(experiment, training, model, tokenizer, data.train)
+    trainer.train()
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("forward") == 4  # one per step
+    if on_device:
+        assert events[0] == ("place", model) and kinds.count("place") == 1
+    else:
+        assert "place" not in kinds
+
+
+def test_placing_the_prompt_tokens_learns_exactly_the_same(tiny_model, tiny_data, tmp_path):
+    runs = {}
+    for on_device in ("True", "False"):
+        flags = ("--recipe", "fast", "--prompt_tokens_on_device", on_device, "--run_name", f"placed-{on_device}")
+        assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *flags, "--save_model", "False"), method="prefix") == 0
+        runs[on_device] = read_json(tmp_path / f"placed-{on_device}.json")
+    assert runs["True"]["config"]["prompt_tokens_on_device"] and not runs["False"]["config"]["prompt_tokens_on_device"]
+    assert len(runs["True"]["history"]) == 2
+    assert runs["True"]["history"] == runs["False"]["history"]
+    assert runs["True"]["predictions"] == runs["False"]["predictions"]
 
 
 def test_the_module_walks_tool_times_each_method_s_structure(tiny_model, tmp_path):
