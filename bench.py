@@ -384,15 +384,18 @@ def compiled_summary(phases=12):
     """What torch.compile made of a configuration since measure cleared torch's counters and timers: dynamo's
     graphs and graph breaks; the graphs inductor ran without the CUDA graphs the mode asked for (cudagraph_skips:
     each such graph launches its kernels one by one, host work per kernel; inductor says why only in its logs);
-    and where the compile's time went, by torch's own timers: seconds and calls of the `phases` longest (nested,
-    so they overlap: dynamo's tracing, AOTAutograd's joint graph, inductor's forward and backward, the wait for
-    kernel compiles). A warm-up much longer than "_compile.compile_inner" spent its time outside the compiler:
-    CUDA graphs recorded, first steps run."""
+    the pieces of the graphs inductor cut around work that CUDA graphs cannot hold, such as CPU work or a copy
+    between devices (cudagraph_partitions, 0 where none was cut: each piece is a graph of its own to replay, and
+    the work between them runs op by op); and where the compile's time went, by torch's own timers: seconds and
+    calls of the `phases` longest (nested, so they overlap: dynamo's tracing, AOTAutograd's joint graph,
+    inductor's forward and backward, the wait for kernel compiles). A warm-up much longer than
+    "_compile.compile_inner" spent its time outside the compiler: CUDA graphs recorded, first steps run."""
     longest = sorted(compilation_time_metrics.items(), key=lambda item: sum(item[1]), reverse=True)[:phases]
     return {
         "graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": sum(counters["graph_break"].values()),
         "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+        "cudagraph_partitions": counters["inductor"]["cudagraph_partitions"],
         "phases_s": {name: [round(sum(times), 2), len(times)] for name, times in longest},
     }
 

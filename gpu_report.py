@@ -354,6 +354,12 @@ def compiling(row):
     return f", compiling {seconds[0]} s of its {row['warmup_s']:.1f} s of warm-up" if seconds else ""
 
 
+def cut(compiled):
+    """', N pieces of graphs cut around work that CUDA graphs cannot hold', where the row counted them."""
+    pieces = compiled.get("cudagraph_partitions")
+    return "" if pieces is None else f", {counted(pieces, 'piece')} of graphs cut around work CUDA graphs cannot hold"
+
+
 def counted(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -422,7 +428,9 @@ def markdown(report) -> str:
                     f"{r['method']} {bench.recipe_label(r['recipe'], r.get('variant'))}: "
                     f"{counted(r['compiled']['graphs'], 'graph')}, "
                     f"{counted(r['compiled']['graph_breaks'], 'graph break')}, "
-                    f"{r['compiled']['cudagraph_skips']} run without the CUDA graphs its mode asked for" + compiling(r)
+                    f"{r['compiled']['cudagraph_skips']} run without the CUDA graphs its mode asked for"
+                    + cut(r["compiled"])
+                    + compiling(r)
                     for r in compiled
                 )
                 + ".",

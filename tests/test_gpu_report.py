@@ -341,10 +341,11 @@ def test_the_readme_s_gpu_section_is_the_committed_report():
 
 @pytest.mark.slow
 def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path):
-    """Each compiled row counts dynamo's graphs and graph breaks, and the graphs inductor ran without the CUDA
-    graphs its mode asked for. A CPU has none to give: under reduce-overhead inductor runs the step's graph
-    without them, which on a GPU would launch every kernel one by one. aot_eager never makes CUDA graphs, so
-    it skips none; an eager row counts nothing."""
+    """Each compiled row counts dynamo's graphs and graph breaks, the graphs inductor ran without the CUDA
+    graphs its mode asked for, and the pieces of graphs it cut around work that CUDA graphs cannot hold. A CPU
+    has none to give: under reduce-overhead inductor runs the step's graph without them, whole, which on a GPU
+    would launch every kernel one by one. aot_eager never makes CUDA graphs, so it skips and cuts none; an eager
+    row counts nothing."""
     from transformers import AutoTokenizer
 
     arguments = bench.BenchArguments(
@@ -364,10 +365,14 @@ def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path)
     ]
     inductor, aot_eager, eager = (row["compiled"] for row in rows)
     assert inductor["graphs"] == 1 and inductor["graph_breaks"] == 0 and inductor["cudagraph_skips"] >= 1
-    assert {name: aot_eager[name] for name in ("graphs", "graph_breaks", "cudagraph_skips")} == {
+    assert inductor["cudagraph_partitions"] == 0
+    assert {
+        name: aot_eager[name] for name in ("graphs", "graph_breaks", "cudagraph_skips", "cudagraph_partitions")
+    } == {
         "graphs": 1,
         "graph_breaks": 0,
         "cudagraph_skips": 0,
+        "cudagraph_partitions": 0,
     }
     assert eager is None
     # The compile happens in the warm-up, which the row times from outside: torch's timer fits inside it.
@@ -382,7 +387,8 @@ def test_a_compiled_row_says_what_torch_compile_made_of_it(tiny_model, tmp_path)
     ]
     assert f"full fast inductor: 1 graph, 0 graph breaks, {inductor['cudagraph_skips']} run without" in line
     seconds = inductor["phases_s"][gpu_report.COMPILE_TIMER][0]
-    assert f"mode asked for, compiling {seconds} s of its {rows[0]['warmup_s']:.1f} s of warm-up;" in line
+    cut = "0 pieces of graphs cut around work CUDA graphs cannot hold"
+    assert f"mode asked for, {cut}, compiling {seconds} s of its {rows[0]['warmup_s']:.1f} s of warm-up;" in line
     assert "full fast aot_eager: 1 graph, 0 graph breaks, 0 run without" in line
     assert "full fast eager" not in line  # it compiled nothing
 
