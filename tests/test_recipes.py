@@ -582,6 +582,36 @@ def test_prompt_tokens_go_where_the_prompt_encoder_is(method, tiny_model):
     assert tokens["default"].shape == (20,)
 
 
+@pytest.mark.parametrize("method", ["prompt", "ptuning"])
+@pytest.mark.parametrize("placed", [True, False])
+def test_placed_prompt_tokens_are_no_cpu_input_of_the_compiled_graph(method, placed, tiny_model):
+    """The model on a device other than the CPU (meta: dynamo traces it without values), as on a GPU: left where
+    peft keeps them, the ids are a CPU input of the graph that torch.compile traces, which inductor cannot put
+    in a CUDA graph; placed, the graph has no CPU input. (Prefix tuning's cache fails to trace on meta.)"""
+    from methods import place_prompt_tokens
+
+    experiment, _, _ = parse_args(["--use_cpu"], method=method)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, method, experiment).to("meta")
+    if placed:
+        place_prompt_tokens(model)
+    cpu_inputs = []
+
+    def backend(graph, example_inputs):
+        for node in graph.graph.nodes:
+            value = node.meta.get("example_value")
+            if node.op == "placeholder" and isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                cpu_inputs.append(node.target)
+        return graph
+
+    torch._dynamo.reset()
+    ids = torch.randint(5, 50, (2, 7), device="meta")
+    with torch._dynamo.config.patch(specialize_float=True):  # as the pipeline compiles (experiment._compile_dynamic)
+        torch.compile(model, backend=backend, dynamic=True)(input_ids=ids, attention_mask=torch.ones_like(ids))
+    torch._dynamo.reset()
+    assert cpu_inputs == ([] if placed else ["L_self_prompt_tokens_default_"])
+
+
 @pytest.mark.parametrize("on_device", [True, False])
 def test_the_pipeline_places_the_prompt_tokens_once_before_the_first_forward(
     on_device, tiny_model, tiny_data, tmp_path, monkeypatch
