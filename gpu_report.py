@@ -15,7 +15,9 @@
 `--part bench` runs both bench parts, `--part end_to_end` both end-to-end ones. Each part merges into one
 JSON (--output, default results/gpu_report.json, "kind": "gpu_report") as each of its rows lands, so parts
 run in separate windows add up, a part cut off by its time limit keeps the rows it finished, and a part run
-again replaces its own rows only. A report from another card or torch version is started afresh.
+again replaces its own rows only. Each part records the card, versions and commit it ran with ("environments"),
+so parts from windows on another card or torch add up too, each named with its own: a speed-up divides times
+measured with one card and torch only, and so does the comparison of bf16 with fp32.
 
 - bench: full and prefix tuning under the original and the fast recipe on the BERT-base architecture at
   random init (speed and memory do not depend on the weights), on SST-2's train lengths (word pieces from
@@ -61,7 +63,7 @@ from config import FAST_ON_GPU, ConfigError
 from data_loader import load_sst2, tokenize
 from experiment import SCRIPTS
 from experiment import main as run_experiment
-from results import portable, read_json, utc_stamp, without_flags, write_json_atomic
+from results import measured_with, portable, read_json, utc_stamp, without_flags, write_json_atomic
 from significance import mcnemar_exact
 from summary import precision_text
 from utils import environment
@@ -294,27 +296,24 @@ METHOD_ORDER, RECIPE_ORDER = ("full", "prefix"), ("original", "fast")
 
 
 def merge(path, part, found, command):
-    """The report at `path` with `found`'s rows replacing those of the same key, and what they add up to.
-
-    A report from another card or torch version is not merged into: its numbers are not comparable."""
-    report = read_json(path) if os.path.isfile(path) else None
+    """The report at `path` with `found`'s rows, which `part` measured here, replacing those of the same key, and
+    what they add up to. The part's card, versions, commit and time go to "environments"; "environment" is the
+    latest part's."""
+    report = read_json(path) if os.path.isfile(path) else {"schema_version": 1, "kind": "gpu_report"}
     env = environment()
-    if report is not None:
-        before = report.get("environment", {})
-        if (before.get("device"), before.get("torch")) != (env["device"], env["torch"]):
-            print(f"note: {path} is from {before.get('device')}, torch {before.get('torch')}: starting afresh")
-            report = None
-    if report is None:
-        report = {"schema_version": 1, "kind": "gpu_report"}
     report.setdefault("commands", {})[part] = command
+    report.setdefault("environments", {})[part] = {**env, "measured_at": utc_stamp()}
     for name, value in found.items():
         if name in ROW_KEYS:
             key = ROW_KEYS[name]
+            for row in value:
+                row["part"] = part
             replaced = {tuple(row.get(k) for k in key) for row in value}
             kept = [row for row in report.get(name, []) if tuple(row.get(k) for k in key) not in replaced]
             report[name] = kept + value
         else:
             report[name] = value
+    report["created_at"], report["environment"] = utc_stamp(), env
     report.get("bench", []).sort(
         key=lambda r: (METHOD_ORDER.index(r["method"]), RECIPE_ORDER.index(r["recipe"]), r.get("variant") or "")
     )
@@ -325,13 +324,18 @@ def merge(path, part, found, command):
         original = next((r for r in rows if r["recipe"] == "original" and not r.get("variant")), None)
         if original and "error" not in original:
             for row in rows:
-                if "error" not in row:
+                if "error" not in row and same_machine(report, row, original):
                     row["speedup"] = round(original["ms_per_step"] / row["ms_per_step"], 2)
-    report["created_at"], report["environment"] = utc_stamp(), env
     report.pop("bf16_vs_fp32", None)
     runs = {(r["script"], r["recipe"]): r for r in report.get("end_to_end", [])}
     fast, original = runs.get(("train_finetune.py", "fast")), runs.get(("train_finetune.py", "original"))
-    if fast and original and fast["eval_accuracy"] is not None and original["eval_accuracy"] is not None:
+    if (
+        fast
+        and original
+        and fast["eval_accuracy"] is not None
+        and original["eval_accuracy"] is not None
+        and same_machine(report, fast, original)  # else the difference would mix bf16 with another card or torch
+    ):
         difference = 100 * (fast["eval_accuracy"] - original["eval_accuracy"])
         report["bf16_vs_fp32"] = {
             "fast_precision": fast.get("precision", "bf16"),  # rows from before it was recorded: bf16
@@ -343,6 +347,12 @@ def merge(path, part, found, command):
             only_fp32, only_bf16, p = mcnemar_exact(original["predictions"], fast["predictions"], original["labels"])
             report["bf16_vs_fp32"]["mcnemar"] = {"only_fp32_right": only_fp32, "only_bf16_right": only_bf16, "p": p}
     return report
+
+
+def same_machine(report, a, b):
+    """Whether two rows were measured with the same card and torch, so that their times or their runs compare."""
+    first, second = measured_with(report, a), measured_with(report, b)
+    return (first.get("device"), first.get("torch")) == (second.get("device"), second.get("torch"))
 
 
 COMPILE_TIMER = "_compile.compile_inner"  # torch's timer around all of dynamo's, AOTAutograd's and inductor's work
@@ -360,16 +370,29 @@ def cut(compiled):
     return "" if pieces is None else f", {counted(pieces, 'piece')} of graphs cut around work CUDA graphs cannot hold"
 
 
+def machine_text(env):
+    """'CARD (torch V, transformers V, peft V, commit C)'."""
+    return (
+        f"{env['device']} (torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}, "
+        f"commit {str(env.get('git_commit'))[:12]})"
+    )
+
+
 def counted(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def markdown(report) -> str:
     """The README's GPU section: the card, the versions, the command, and the numbers."""
-    env = report["environment"]
-    lines = [
-        f"Measured on {env['device']} (torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}, "
-        f"commit {str(env.get('git_commit'))[:12]}), {report['created_at']}:",
+    machines = {}  # what measured the parts: its description, and the parts it measured, in the order of PARTS
+    for part in sorted(report.get("environments", {}), key=lambda p: PARTS.index(p) if p in PARTS else len(PARTS)):
+        machines.setdefault(machine_text(report["environments"][part]), []).append(part)
+    if len(machines) > 1:
+        lines = [f"Measured in parts, the last at {report['created_at']}:", ""]
+        lines += [f"- {', '.join(parts)}: {machine}" for machine, parts in machines.items()]
+    else:
+        lines = [f"Measured on {machine_text(report['environment'])}, {report['created_at']}:"]
+    lines += [
         "",
         "```bash",
         *sorted(set(report.get("commands", {}).values())),

@@ -24,7 +24,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from methods import METHODS  # noqa: E402
-from results import load_results, read_json  # noqa: E402
+from results import load_results, measured_with, read_json  # noqa: E402
 from summary import (  # noqa: E402
     QUANTITIES,
     all_paired,
@@ -370,12 +370,24 @@ def gpu_report_figure(report):
             entries.setdefault(name, handle)
     names = [name for name in [*(bar[0] for bar in GPU_BARS), TARGET_LABEL] if name in entries]
     fig.legend([entries[n] for n in names], names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
-    env = report["environment"]
+    machines = {}  # the card, torch and commit of each method's rows: parts may come from different windows
+    for row in rows.values():
+        env = measured_with(report, row)
+        methods_there = machines.setdefault((env["device"], env["torch"], str(env.get("git_commit"))[:12]), [])
+        if row["method"] not in methods_there:
+            methods_there.append(row["method"])
     quick = any("--quick" in command.split() for command in report.get("commands", {}).values())
-    fig.suptitle(
-        f"{'A small BERT (--quick, the script check)' if quick else 'BERT-base, random init'} on {env['device']}: "
-        f"the original recipe against the fast one (torch {env['torch']}, commit {str(env.get('git_commit'))[:12]})"
-    )
+    model = "A small BERT (--quick, the script check)" if quick else "BERT-base, random init"
+    if len(machines) == 1:
+        ((device, torch_version, commit),) = machines
+        fig.suptitle(
+            f"{model} on {device}: the original recipe against the fast one (torch {torch_version}, commit {commit})"
+        )
+    else:
+        fig.suptitle(
+            f"{model}: the original recipe against the fast one\n"
+            + "; ".join(f"{', '.join(m)} on {d} (torch {t}, commit {c})" for (d, t, c), m in machines.items())
+        )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 

@@ -77,6 +77,12 @@ def write_measurements(path, kind, script, argv, model, rows, environment, **ext
     print(f"-> {path}")
 
 
+def measured_with(report, row) -> dict:
+    """The card, versions and commit that measured a row of gpu_report.py's report: those of the part that wrote
+    it (its "part"), which may differ from the report's latest ("environment")."""
+    return report.get("environments", {}).get(row.get("part")) or report["environment"]
+
+
 def flag_value(words, flag):
     """The value given to flag among command-line words, as `--flag VALUE` or `--flag=VALUE`; None if absent."""
     for word, following in zip(words, [*words[1:], None]):

@@ -216,7 +216,7 @@ def fake_rows(monkeypatch, fail=None, stop=None):
         ms = {"original": 40.0, "fast": 10.0}[recipe]
         return {
             "method": method, "recipe": recipe, "ms_per_step": ms, "warmup_s": 1.0, "samples_per_s": 16_000 / ms,
-            "peak_memory_mb": None, "peak_memory_reserved_mb": None, "projected_protocol_s": 42.1 * ms,
+            "peak_memory_mb": None, "peak_memory_reserved_mb": None, "projected_protocol_s": 42.1 * ms, "eval_s": None,
         }  # fmt: skip
 
     monkeypatch.setattr(bench, "measure", fake_measure)
@@ -250,16 +250,73 @@ def test_a_part_cut_off_keeps_the_rows_it_finished(tiny_model, tiny_data, tmp_pa
     ]
 
 
-def test_a_report_from_another_card_is_started_afresh(tiny_model, tiny_data, tmp_path, monkeypatch):
-    fake_rows(monkeypatch)
+def test_a_part_from_another_card_joins_the_report_under_its_own_card(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """GPU windows come on whichever card is lent (H100s, then H200s): a part run on another card or torch adds its
+    rows, and each part keeps the card, versions and commit it ran with, which the README's section names."""
+    fake_rows(monkeypatch)  # this machine (a CPU here): full fine-tuning, 40 and 10 ms per step
     output = tmp_path / "report.json"
-    row = {"method": "prefix", "recipe": "fast", "ms_per_step": 8.1}
-    write_json_atomic(output, {"kind": "gpu_report", "environment": {"device": "NVIDIA H200"}, "bench": [row]})
+    h200 = {"device": "NVIDIA H200", "torch": "2.11.0+cu130", "transformers": "5.17.0", "peft": "0.21.0",
+            "git_commit": "0123456789abcdef"}  # fmt: skip
+    measured = {"warmup_s": 1.0, "samples_per_s": 1.0, "peak_memory_mb": 900.0, "peak_memory_reserved_mb": 1000.0,
+                "eval_s": 0.3, "projected_protocol_s": 600.0}  # fmt: skip
+    earlier = [
+        {**measured, **row}
+        for row in (
+            {"method": "full", "recipe": "original", "ms_per_step": 41.0, "part": "bench_full"},
+            {"method": "full", "recipe": "fast", "variant": "--x", "ms_per_step": 20.5, "part": "bench_variants"},
+            {"method": "prefix", "recipe": "original", "ms_per_step": 30.0, "part": "bench_prefix"},
+            {"method": "prefix", "recipe": "fast", "ms_per_step": 8.0, "part": "bench_prefix"},
+        )
+    ]
+    parts = ("bench_full", "bench_variants", "bench_prefix")
+    write_json_atomic(
+        output,
+        {"kind": "gpu_report", "environment": h200, "environments": dict.fromkeys(parts, h200),
+         "commands": dict.fromkeys(parts, "python gpu_report.py ..."), "bench": earlier},
+    )  # fmt: skip
     flags = quick_flags(tiny_model, tiny_data)
     assert gpu_report.main(["--part", "bench_full", *flags, "--output", str(output)]) == 0
     report = read_json(output)
-    assert [(r["method"], r["recipe"]) for r in report["bench"]] == [("full", "original"), ("full", "fast")]
-    assert set(report["commands"]) == {"bench_full"}
+    here = report["environment"]
+    assert here["device"] == "cpu" and report["environments"]["bench_full"]["device"] == "cpu"
+    assert report["environments"]["bench_prefix"] == h200 == report["environments"]["bench_variants"]
+    rows = {(r["method"], r["recipe"], r.get("variant")): r for r in report["bench"]}
+    assert list(rows) == [("full", "original", None), ("full", "fast", None), ("full", "fast", "--x"),
+                          ("prefix", "original", None), ("prefix", "fast", None)]  # fmt: skip
+    assert rows["full", "original", None]["ms_per_step"] == 40.0  # the H200's 41.0 replaced by this machine's
+    assert [rows[key]["part"] for key in rows] == ["bench_full", "bench_full", "bench_variants", *["bench_prefix"] * 2]
+    # Times divide only on one card: the H200's variant row has lost its original row to this machine's.
+    assert rows["full", "fast", None]["speedup"] == 4.0 and "speedup" not in rows["full", "fast", "--x"]
+    assert rows["prefix", "fast", None]["speedup"] == 3.75  # 30 / 8, both the H200's
+    lines = gpu_report.markdown(report).splitlines()
+    assert lines[0].startswith("Measured in parts, the last at ")
+    assert lines[2].startswith(f"- bench_full: cpu (torch {here['torch']}, ")
+    assert lines[3] == (
+        "- bench_prefix, bench_variants: NVIDIA H200 (torch 2.11.0+cu130, transformers 5.17.0, peft 0.21.0, "
+        "commit 0123456789ab)"
+    )
+    assert any(line.startswith("| full | fast --x | 20.50 | n/a |") for line in lines)
+    import plot_results
+
+    title = plot_results.gpu_report_figure(report).texts[0].get_text()  # the figure names both cards too
+    assert "full on cpu (torch" in title and "prefix on NVIDIA H200 (torch 2.11.0+cu130, commit 0123456789ab)" in title
+
+
+def test_bf16_is_compared_with_fp32_on_one_card_only(tmp_path):
+    """The fast recipe's run against the original's: from two cards, the difference would mix in the cards'."""
+    rows = [
+        {"script": "train_finetune.py", "recipe": recipe, "eval_accuracy": accuracy, "part": part}
+        for recipe, accuracy, part in (("fast", 0.75, "end_to_end_full"), ("original", 0.5, "original"))
+    ]
+    h100 = {"device": "NVIDIA H100", "torch": "2.11.0+cu130"}
+    for card, compared in (("NVIDIA H200", False), ("NVIDIA H100", True)):
+        path = tmp_path / f"{card}.json"
+        environments = {"end_to_end_full": h100, "original": {**h100, "device": card}}
+        write_json_atomic(path, {"kind": "gpu_report", "environment": h100, "environments": environments,
+                                 "end_to_end": rows})  # fmt: skip
+        report = gpu_report.merge(str(path), "profile", {"profile": {}}, "command")  # another part, run here
+        assert ("bf16_vs_fp32" in report) is compared, card
+    assert report["bf16_vs_fp32"]["accuracy_points"] == 25.0  # 75 % - 50 %
 
 
 def test_bf16_against_fp32_pairs_the_two_runs_predictions():
