@@ -122,3 +122,19 @@ def test_the_readme_s_saved_activation_sizes_are_the_committed_ones():
     before, after = kept["full", False]["kept_beyond_parameters_mib"], kept["full", True]["kept_beyond_parameters_mib"]
     assert f"{before} MiB on our CPU under torch's own split" in said
     assert f"The recipe now keeps {before - after:.1f} MiB less" in said
+
+
+def test_the_quick_start_s_cpu_times_are_the_committed_runs():
+    """The quick start's CPU times are the two runs of its command in results/reference/cpu-try-bert-base/, on a
+    model of BERT-base's size (the counts peft and the original report), whose 42,100 steps it projects."""
+    runs = {method: committed("cpu-try-bert-base", f"{method}.json") for method in ("full", "prefix")}
+    assert [runs[m]["params"]["trainable"] for m in runs] == [109_483_778, 14_781_698]
+    for run in runs.values():
+        assert "--max_train_samples 2000 --num_train_epochs 1 --lr_preset tuned" in run["command"]
+        assert run["efficiency"]["train_steps"] == 125 and run["environment"]["device"] == "cpu"  # 2,000 / 16
+    minutes = {m: f"{run['efficiency']['total_time_s'] / 60:.1f}" for m, run in runs.items()}
+    hours = {m: f"{42_100 * run['efficiency']['train_time_s'] / 125 / 3600:.0f}" for m, run in runs.items()}
+    said = " ".join(read("README.md").split())
+    assert f"took {minutes['full']} minutes on our 2-core CPU" in said
+    assert f"with the same flags {minutes['prefix']} (125 steps of BERT-base's architecture" in said
+    assert f"{hours['full']} hours for full fine-tuning, {hours['prefix']} for prefix tuning" in said
