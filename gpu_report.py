@@ -65,7 +65,7 @@ from experiment import SCRIPTS
 from experiment import main as run_experiment
 from results import measured_with, portable, read_json, utc_stamp, without_flags, write_json_atomic
 from significance import mcnemar_exact
-from summary import precision_text
+from summary import counted, precision_text
 from utils import environment
 
 # In the order a GPU window runs them (tools/gpu_window.sh): the benchmark first, as the issue asks, since the
@@ -376,10 +376,6 @@ def machine_text(env):
         f"{env['device']} (torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}, "
         f"commit {str(env.get('git_commit'))[:12]})"
     )
-
-
-def counted(number, noun):
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def markdown(report) -> str:

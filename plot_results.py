@@ -29,6 +29,7 @@ from summary import (  # noqa: E402
     QUANTITIES,
     all_paired,
     at_majority_class,
+    counted,
     group_by_method,
     learning_curve,
     mcnemar_against_full,
@@ -440,7 +441,7 @@ def main(argv=None) -> int:
         curve = learning_curve(records)
         drawn = {"accuracy_vs_train_size.png": accuracy_vs_train_size(curve, records)}
         write_curve_summary(curve, args.results_dir)
-        what = f"{len(curve['sizes'])} training-set sizes"
+        what = counted(len(curve["sizes"]), "training-set size")
     else:
         groups = group_by_method(records)
         table = summarise(groups)
@@ -449,12 +450,12 @@ def main(argv=None) -> int:
         write_summary(table, tests, args.results_dir, paired, stalled)
         for row in stalled:  # a mean over seeds hides these: say so where the user looks
             print(f"note: {row['run_name']} ({row['method']}, seed {row['seed']}): {row['what']}, see summary.md")
-        what = f"{len(groups)} methods"
+        what = counted(len(groups), "method")
     for name, fig in drawn.items():
         fig.savefig(os.path.join(figures, name), dpi=120)
         plt.close(fig)
     print(
-        f"{len(records)} runs of {what} -> {figures}/*.png, "
+        f"{counted(len(records), 'run')} of {what} -> {figures}/*.png, "
         f"{os.path.join(args.results_dir, 'summary.md')}, summary.json"
     )
     return 0

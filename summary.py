@@ -95,6 +95,11 @@ def batch_text(arguments) -> str:
 PAIRED = {"recipe": ("fast", "original", "recipes_paired"), "precision": ("bf16", "fp32", "precision_paired")}
 
 
+def counted(number, noun) -> str:
+    """'1 run', '2 runs'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def setting(key, value):
     """'lr 0.0005', 'recipe fast': one distinguishing setting, as group labels show it."""
     return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"

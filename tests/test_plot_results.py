@@ -265,7 +265,7 @@ def test_incomplete_and_foreign_files_are_skipped_by_name(tmp_path, capsys):
         ("binary", "unreadable"),
     ]:
         assert any(name in line and reason in line for line in out.splitlines()), out
-    assert "1 runs of 1 methods" in out
+    assert "1 run of 1 method ->" in out
 
 
 def test_reports_beside_the_runs_are_not_runs(tmp_path, capsys):
@@ -275,7 +275,7 @@ def test_reports_beside_the_runs_are_not_runs(tmp_path, capsys):
         write_json_atomic(tmp_path / f"{kind}.json", {"schema_version": 1, "kind": kind})
     assert main(["--results_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "skipped" not in out and "1 runs of 1 methods" in out
+    assert "skipped" not in out and "1 run of 1 method ->" in out
 
 
 def test_no_usable_results_is_a_clear_error(tmp_path, capsys):
