@@ -385,7 +385,8 @@ def run(experiment, training, recipe, command=()) -> dict:
     results.write(trainer, "completed")
     if trainer.is_world_process_zero():
         if not experiment.keep_checkpoints:
-            remove_checkpoints(training.output_dir)  # they serve only resuming, and the run is complete
+            # they serve only resuming, and the run is complete
+            remove_checkpoints(training.output_dir, parent=os.path.join(experiment.results_dir, "checkpoints"))
         print(summary_line(results.record, path))
     return results.record
 

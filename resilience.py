@@ -226,8 +226,9 @@ class RunStateRecorder(TrainerCallback):
             write_json_atomic(self.path, self.state)
 
 
-def remove_checkpoints(folder):
-    """Deletes a completed run's checkpoints and run state, and the folder if nothing else is in it."""
+def remove_checkpoints(folder, parent=None):
+    """Deletes a completed run's checkpoints and run state, and the folder if nothing else is in it; then `parent`
+    (the results' checkpoints/, which holds every run's folder) if the folder was in it and nothing else is."""
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
@@ -236,6 +237,9 @@ def remove_checkpoints(folder):
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     if not os.listdir(folder):
         os.rmdir(folder)
+    if parent and os.path.dirname(os.path.abspath(folder)) == os.path.abspath(parent):
+        with contextlib.suppress(OSError):  # not empty: another run's checkpoints, or one just starting
+            os.rmdir(parent)
 
 
 def last_complete_checkpoint(folder):

@@ -32,7 +32,7 @@ def test_predict_reproduces_the_run_s_dev_predictions(method, runs, tiny_data, t
     record = read_json(runs / f"{method}.json")
     assert 0 < sum(record["predictions"]) < len(record["predictions"])  # both classes
     assert record["model_dir"] == os.path.join(str(runs), "models", method)
-    assert not (runs / "checkpoints" / method).exists()  # a completed run's checkpoints are gone
+    assert not (runs / "checkpoints").exists()  # completed runs' checkpoints are gone, and the folder of them
     output = tmp_path / "predictions.csv"
     dev = os.path.join(tiny_data, "dev.tsv")
     assert predict.main(["--model", record["model_dir"], "--input", dev, "--output", str(output)]) == 0

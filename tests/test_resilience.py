@@ -138,3 +138,20 @@ def test_peft_still_saves_only_the_prefix_s_output(tiny_model, tmp_path):
     projection = [name for name, p in model.named_parameters() if p.requires_grad and "prompt_encoder" in name]
     assert any(".transform." in name for name in projection)  # the MLP trains...
     assert not any(".transform." in name for name in saved)  # ...and peft does not save it
+
+
+def test_a_completed_run_s_checkpoints_leave_no_empty_folders_and_nothing_else(tmp_path):
+    """The results' checkpoints/ goes with the last run's folder in it; another run's folder keeps it, and a folder
+    the user named elsewhere (--output_dir) leaves its parent alone."""
+    parent = tmp_path / "results" / "checkpoints"
+    for run in ("done", "running"):
+        (parent / run / "checkpoint-4").mkdir(parents=True)
+        (parent / run / resilience.RUN_STATE).write_text("{}")
+    resilience.remove_checkpoints(str(parent / "done"), parent=str(parent))
+    assert sorted(p.name for p in parent.iterdir()) == ["running"]  # another run is resuming from its own
+    resilience.remove_checkpoints(str(parent / "running"), parent=str(parent))
+    assert not parent.exists() and (tmp_path / "results").is_dir()
+    elsewhere = tmp_path / "mine" / "run"
+    (elsewhere / "checkpoint-4").mkdir(parents=True)
+    resilience.remove_checkpoints(str(elsewhere), parent=str(parent))
+    assert not elsewhere.exists() and (tmp_path / "mine").is_dir()
