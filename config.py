@@ -402,6 +402,11 @@ def layered_settings(method: str, lr_preset: str, recipe: dict, typed: dict) -> 
     return {**DEFAULT_SETTINGS, **preset, **recipe, **typed, "method": method}
 
 
+def checkpoints_folder(results_dir: str) -> str:
+    """Where each run's checkpoints go, a folder per run, unless --output_dir says otherwise."""
+    return os.path.join(results_dir, "checkpoints")
+
+
 def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
     """Returns (ExperimentArguments, TrainingArguments, recipe settings applied). Raises ConfigError."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -422,7 +427,7 @@ def parse_args(argv: Optional[list[str]] = None, method: Optional[str] = None):
     values.setdefault("run_name", default_run_name(values["method"]))
     if not RUN_NAME.fullmatch(values["run_name"]):
         raise ConfigError(f"--run_name {values['run_name']!r} must be a plain file name (letters, digits, . _ + = -).")
-    values.setdefault("output_dir", os.path.join(chosen["results_dir"], "checkpoints", values["run_name"]))
+    values.setdefault("output_dir", os.path.join(checkpoints_folder(chosen["results_dir"]), values["run_name"]))
 
     experiment, training = _build(values)
     _check_schedule(training)

@@ -30,7 +30,15 @@ from datasets import Dataset
 from transformers import PreTrainedModel, set_seed
 from transformers.utils import logging as hf_logging
 
-from config import ConfigError, data_parallel_note, gpu_note, gpu_support, parse_args, tuned_rate_note
+from config import (
+    ConfigError,
+    checkpoints_folder,
+    data_parallel_note,
+    gpu_note,
+    gpu_support,
+    parse_args,
+    tuned_rate_note,
+)
 from data_loader import (
     SUBSET_SEED,
     DataError,
@@ -386,7 +394,7 @@ def run(experiment, training, recipe, command=()) -> dict:
     if trainer.is_world_process_zero():
         if not experiment.keep_checkpoints:
             # they serve only resuming, and the run is complete
-            remove_checkpoints(training.output_dir, parent=os.path.join(experiment.results_dir, "checkpoints"))
+            remove_checkpoints(training.output_dir, parent=checkpoints_folder(experiment.results_dir))
         print(summary_line(results.record, path))
     return results.record
 
