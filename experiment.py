@@ -51,7 +51,7 @@ from data_loader import (
     tokenize,
 )
 from methods import MethodError, apply_method, place_prompt_tokens
-from metrics import accuracy_metrics, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
+from metrics import ScoredAccuracy, argmax_logits, count_parameters, peak_memory_mb, reset_peak_memory
 from models import (
     ModelError,
     declare_mean_loss,
@@ -227,7 +227,7 @@ def build_trainer(experiment, training, model, tokenizer, train_set, eval_set=No
             eval_dataset=eval_set,
             processing_class=tokenizer,
             data_collator=PaddingCollator(tokenizer, pad_to_multiple_of=experiment.pad_to_multiple_of),
-            compute_metrics=accuracy_metrics,
+            compute_metrics=ScoredAccuracy(),
             preprocess_logits_for_metrics=argmax_logits,
             callbacks=list(callbacks),
             walk_modules_once=experiment.walk_modules_once,
@@ -438,10 +438,10 @@ def train_resiliently(trainer, results: ResultsFile, stopper: StopOnSignal, chec
 
 
 def evaluate(trainer, results: ResultsFile, eval_set, memory_per_rank, started):
-    """Evaluates the trained model, and puts the metrics, costs and dev predictions into the record."""
+    """Puts the trained model's dev metrics and predictions (final_evaluation), and the run's costs, into the
+    record."""
     training, record = trainer.args, results.record
-    prediction = trainer.predict(eval_set, metric_key_prefix="eval")
-    final = prediction.metrics
+    final, predictions, labels = final_evaluation(trainer, eval_set)
     history = epoch_history(trainer.state.log_history)
     best = max(history, key=lambda row: row["eval_accuracy"]) if history else None
     segments = results.run_state["segments"]
@@ -472,8 +472,29 @@ def evaluate(trainer, results: ResultsFile, eval_set, memory_per_rank, started):
         "inference_samples_per_s": final.get("eval_samples_per_second"),
     }
     record["adapter_size_mb"] = adapter_size_mb(trainer.model)
-    record["predictions"] = [int(p) for p in prediction.predictions.reshape(-1)]
-    record["labels"] = [int(y) for y in prediction.label_ids.reshape(-1)]
+    record["predictions"] = [int(p) for p in predictions.reshape(-1)]
+    record["labels"] = [int(y) for y in labels.reshape(-1)]
+
+
+def final_evaluation(trainer, eval_set):
+    """(metrics, predictions, labels) of the model the run ends with, on the dev set.
+
+    When this process evaluated at the last step, that evaluation scored this very model, and its results are
+    taken as they are: evaluating again would only repeat it (42 of the 300 s that the README's short CPU run of
+    BERT-base took, when it did: git show d07f005:results/reference/cpu-try-bert-base/full.json). Otherwise
+    (no evaluation at the last step, a run resumed from its last checkpoint, or the best checkpoint loaded at the
+    end) the dev set is evaluated now."""
+    scored = trainer.compute_metrics.last
+    evaluations = [row for row in trainer.state.log_history if "eval_accuracy" in row]
+    if (
+        scored is not None
+        and evaluations
+        and evaluations[-1]["step"] == trainer.state.global_step
+        and not trainer.args.load_best_model_at_end
+    ):
+        return evaluations[-1], scored.predictions, scored.label_ids
+    prediction = trainer.predict(eval_set, metric_key_prefix="eval")
+    return prediction.metrics, prediction.predictions, prediction.label_ids
 
 
 def save_model(trainer, experiment, max_length):

@@ -19,6 +19,19 @@ def accuracy_metrics(eval_prediction):
     return {"accuracy": correct / len(labels), "correct": correct, "total": int(len(labels))}
 
 
+class ScoredAccuracy:
+    """accuracy_metrics, keeping the last predictions it scored. The Trainer's evaluation at a run's last step
+    scores the model the run ends with, so the results file can take the dev predictions from it rather than
+    evaluate the dev set once more (experiment.final_evaluation)."""
+
+    def __init__(self):
+        self.last = None  # the EvalPrediction of this process's latest evaluation
+
+    def __call__(self, eval_prediction):
+        self.last = eval_prediction
+        return accuracy_metrics(eval_prediction)
+
+
 def count_parameters(model) -> dict:
     """Trainable and total parameters; a tensor shared between modules counts once."""
     unique = {id(p): p for p in model.parameters()}.values()

@@ -8,12 +8,17 @@ import os
 import subprocess
 import sys
 from datetime import datetime
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import ROOT, strings, tiny_argv
+from transformers import EvalPrediction, Trainer
+from transformers.trainer_utils import PredictionOutput
 
-from experiment import main
+from experiment import final_evaluation, main
 from methods import METHODS
+from metrics import ScoredAccuracy
 from results import REQUIRED, SCHEMA_VERSION, problem_with, read_json
 
 # The README's schema ("The results JSON"), written out here rather than taken from the code that writes it.
@@ -125,6 +130,56 @@ def test_plots_and_summary_from_the_results(two_runs, capsys):
     for row in ("Accuracy", "Train Loss", "Trainable Params", "Max GPU Memory", "Training Time"):
         assert f"| {row} |" in summary
     assert "full (1 run)" in summary and "prefix (1 run)" in summary
+
+
+def count_evaluations(monkeypatch):
+    """A list that gains an entry at every pass the Trainer makes over an evaluation set (evaluate and predict
+    each make one)."""
+    passes, original = [], Trainer.evaluation_loop
+
+    def counted(self, *args, **kwargs):
+        passes.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluation_loop", counted)
+    return passes
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ((), 2),  # one per epoch: the second scored the model the run ends with
+        (("--eval_strategy", "no"), 1),  # none while training: the results need one
+        (("--eval_strategy", "steps", "--eval_steps", "5"), 3),  # steps 5, 10 and 12, the Trainer's own at the end
+        (("--load_best_model_at_end", "True"), 3),  # the model the run ends with may be the first epoch's
+    ],
+)
+def test_the_dev_set_is_evaluated_once_per_epoch_and_once_more_only_when_needed(
+    extra, expected, tiny_model, tiny_data, tmp_path, monkeypatch
+):
+    passes = count_evaluations(monkeypatch)
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r", "--save_model", "False", *extra)
+    assert main(argv, method="full") == 0
+    assert len(passes) == expected
+    record, labels = read_json(tmp_path / "r.json"), labels_in_file(os.path.join(tiny_data, "dev.tsv"))
+    assert len(record["predictions"]) == len(labels)
+    assert record["metrics"]["eval_correct"] == sum(p == y for p, y in zip(record["predictions"], labels))
+
+
+def test_an_evaluation_before_the_last_step_is_not_taken_for_the_run_s_final_one():
+    scored = ScoredAccuracy()
+    scored(EvalPrediction(predictions=np.array([1, 1]), label_ids=np.array([1, 0])))
+    fresh = PredictionOutput(predictions=np.array([0, 0]), label_ids=np.array([1, 0]), metrics={"eval_accuracy": 0.5})
+    state = SimpleNamespace(global_step=12, log_history=[{"step": 10, "eval_accuracy": 0.5}])
+    trainer = SimpleNamespace(
+        compute_metrics=scored,
+        state=state,
+        args=SimpleNamespace(load_best_model_at_end=False),
+        predict=lambda *_, **__: fresh,
+    )
+    assert final_evaluation(trainer, eval_set=None)[1].tolist() == [0, 0]  # evaluated again
+    state.log_history.append({"step": 12, "eval_accuracy": 0.5})
+    assert final_evaluation(trainer, eval_set=None)[1].tolist() == [1, 1]  # the evaluation at step 12, taken
 
 
 @pytest.mark.slow
