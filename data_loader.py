@@ -23,6 +23,7 @@ from transformers import DataCollatorWithPadding
 SPLIT_NAMES = {"train": ("train",), "validation": ("dev", "validation")}
 FORMATS = {".tsv": "csv", ".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 COLUMNS = ("sentence", "label")
+OFFLINE_DATA = "a local folder with train.tsv and dev.tsv as --data_dir DIR"  # the way out when the Hub is unreachable
 
 
 class DataError(ValueError):
@@ -71,7 +72,7 @@ def _load_from_hub():
     except Exception as error:  # the hub raises ConnectionError, OSError or its own classes when offline
         raise DataError(
             f"could not fetch GLUE SST-2 from the Hugging Face Hub ({type(error).__name__}); "
-            "to run offline, pass a local folder with train.tsv and dev.tsv as --data_dir DIR."
+            f"to run offline, pass {OFFLINE_DATA}."
         ) from None
     return {"train": glue["train"], "validation": glue["validation"]}
 

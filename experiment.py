@@ -40,6 +40,7 @@ from config import (
     tuned_rate_note,
 )
 from data_loader import (
+    OFFLINE_DATA,
     SUBSET_SEED,
     DataError,
     PaddingCollator,
@@ -175,7 +176,8 @@ class ExperimentTrainer(ResilientTrainer):
 def build_model(experiment, training):
     """The classifier with the method applied: (model, tokenizer)."""
     set_seed(training.seed)  # before loading: the new classifier head and the prefix are random
-    model, tokenizer = load_model_and_tokenizer(experiment.model_name_or_path)
+    offline_too = None if experiment.data_dir else OFFLINE_DATA  # SST-2 comes from the Hub too
+    model, tokenizer = load_model_and_tokenizer(experiment.model_name_or_path, offline_too)
     return apply_method(model, experiment.method, experiment), tokenizer
 
 

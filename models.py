@@ -41,7 +41,9 @@ def classifier_from_pretrained(name_or_path, **options):
     )
 
 
-def load_model_and_tokenizer(name_or_path):
+def load_model_and_tokenizer(name_or_path, offline_too=None):
+    """(model, tokenizer) from a Hub id or a folder. `offline_too`: what else the run fetches from the Hub, named
+    beside the model's way out when the Hub is unreachable, so that one failed run names every flag to pass."""
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: name or org/name
     if looks_local and not os.path.isdir(name_or_path):
         raise ModelError(f"--model_name_or_path {name_or_path} is not a folder.")
@@ -55,7 +57,7 @@ def load_model_and_tokenizer(name_or_path):
         raise ModelError(
             f"could not fetch the model '{name_or_path}' from the Hugging Face Hub ({type(error).__name__}); "
             "to run offline, pass a local folder with config.json, weights and tokenizer files as "
-            "--model_name_or_path DIR."
+            f"--model_name_or_path DIR{f', and {offline_too}' if offline_too else ''}."
         ) from None
     return model, tokenizer
 

@@ -157,5 +157,6 @@ def test_an_unreachable_hub_says_how_to_run_offline(flags, message, tiny_model, 
         timeout=300,
     )
     assert done.returncode == 2
-    assert message in done.stderr and ("--model_name_or_path DIR" in done.stderr or "--data_dir DIR" in done.stderr)
-    assert "Traceback" not in done.stderr
+    assert message in done.stderr and "--data_dir DIR" in done.stderr  # neither comes from a folder
+    assert ("--model_name_or_path DIR" in done.stderr) == (flags == [])  # named only when the model comes from the Hub
+    assert "Traceback" not in done.stderr and done.stderr.count("error:") == 1
