@@ -65,6 +65,7 @@ def bar_panel(axis, table, groups, key):
     if all(mean is None for mean in means):  # e.g. GPU memory of runs on a CPU
         axis.text(0.5, 0.5, "not measured\n(runs on a CPU)", transform=axis.transAxes, ha="center", va="center")
         axis.set_yticks([])
+        axis.set_xlim(-0.5, len(methods) - 0.5)  # the names under where the bars would be, as in the next panel
     else:
         colours = [colour(m) for m in methods]
         spread = [math.nan if std is None else std for std in stds] if any(s is not None for s in stds) else None

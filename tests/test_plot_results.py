@@ -442,6 +442,22 @@ def test_figures_read_at_a_glance_for_one_run_and_one_epoch():
     assert all(not container.has_yerr for container in pareto_axis.containers)
 
 
+def test_memory_not_measured_keeps_the_method_names_where_the_bars_would_be():
+    """Runs on a CPU record no GPU memory: the empty panel names the methods under the same places as the
+    training-time panel beside it, one unit apart from -0.5, not at the edges of an axis from 0 to 1."""
+    import plot_results
+
+    runs = [record("full", 0.80, 100, "a"), record("prefix", 0.70, 50, "b")]
+    for run in runs:
+        run["efficiency"]["peak_memory_mb"] = run["efficiency"]["peak_memory_reserved_mb"] = None
+    groups = group_by_method(runs)
+    memory, time = plot_results.draw_figures(groups, summarise(groups))["memory_time.png"].axes
+    assert not memory.patches and len(time.patches) == 2
+    assert memory.get_xlim() == pytest.approx((-0.5, 1.5), abs=0.05)
+    assert time.get_xlim() == pytest.approx((-0.5, 1.5), abs=0.05)
+    assert list(memory.get_xticks()) == list(time.get_xticks()) == [0, 1]
+
+
 @pytest.mark.parametrize("seeds, marks", [((1,), "one run each"), ((1, 2), "mean over runs; faint: each run")])
 def test_the_titles_say_what_a_mark_is(seeds, marks):
     """With one run per method there is no mean and no faint run to point at; with two seeds of one there are."""
