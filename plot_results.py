@@ -153,6 +153,7 @@ def pareto(table, groups):
             axis.plot(*zip(*runs), marker, color=colour(method), alpha=0.35, markersize=4, label="_run")
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks collide
+    show_two_decades(axis)
     axis.set_xlabel("trainable parameters (log scale)")
     axis.set_ylabel("dev accuracy (%)")
     axis.set_title(f"Accuracy vs trainable parameters\n({what_marks(groups, 'mean ± std over runs')})", fontsize=11)
@@ -160,6 +161,19 @@ def pareto(table, groups):
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method (runs)")
     fig.tight_layout()
     return fig
+
+
+def show_two_decades(axis):
+    """Widens a log x axis, on the nearer side each time, until two labelled powers of ten are inside: full
+    fine-tuning and prefix tuning of BERT-base (109M and 14.8M) would otherwise be read against 10^8 alone."""
+    low, high = axis.get_xlim()
+    while math.floor(math.log10(high)) - math.ceil(math.log10(low)) < 1:
+        below, above = 10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high))
+        if math.log10(low / below) <= math.log10(above / high):
+            low = below / 1.2
+        else:
+            high = above * 1.2
+    axis.set_xlim(low, high)
 
 
 def accuracy_per_epoch(groups):

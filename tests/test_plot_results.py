@@ -458,6 +458,29 @@ def test_memory_not_measured_keeps_the_method_names_where_the_bars_would_be():
     assert list(memory.get_xticks()) == list(time.get_xticks()) == [0, 1]
 
 
+@pytest.mark.parametrize(
+    "counts, decades",
+    [
+        ((109_483_778, 14_781_698), [10**7, 10**8]),  # BERT-base: 10^7 lies just below prefix tuning
+        ((22_713_986, 1_930_370), [10**6, 10**7]),  # MiniLM
+        ((2_000_000, 5_000_000), [10**6, 10**7]),  # one decade: 10^6 is nearer than 10^7
+        ((1_538, 22_713_986), [10**3, 10**4, 10**5, 10**6, 10**7]),  # many: as drawn
+    ],
+)
+def test_the_parameter_axis_labels_two_powers_of_ten_at_least(counts, decades):
+    """The powers of ten inside the axis, the only labelled ticks, are those listed here by hand."""
+    import plot_results
+
+    runs = [record(method, 0.8, 100, method) for method in ("full", "prefix")]
+    for run, count in zip(runs, counts):
+        run["params"]["trainable"] = count
+    groups = group_by_method(runs)
+    (axis,) = plot_results.draw_figures(groups, summarise(groups))["accuracy_vs_parameters.png"].axes
+    low, high = axis.get_xlim()
+    assert [tick for tick in axis.get_xticks() if low <= tick <= high] == decades
+    assert low < min(counts) and max(counts) < high
+
+
 @pytest.mark.parametrize("seeds, marks", [((1,), "one run each"), ((1, 2), "mean over runs; faint: each run")])
 def test_the_titles_say_what_a_mark_is(seeds, marks):
     """With one run per method there is no mean and no faint run to point at; with two seeds of one there are."""
