@@ -1,11 +1,12 @@
 """A completed run keeps what it trained, and predict.py classifies with it exactly as the run did."""
 
+import ast
 import csv
 import os
 
 import pytest
 import torch
-from conftest import tiny_argv
+from conftest import ROOT, tiny_argv
 
 import predict
 from experiment import main
@@ -43,6 +44,26 @@ def test_predict_reproduces_the_run_s_dev_predictions(method, runs, tiny_data, t
     assert [row["sentence"] for row in rows] == sentences
     assert [NAMES[row["label"]] for row in rows] == record["predictions"]
     assert all(0.5 <= float(row["score"]) <= 1 for row in rows)  # the probability of the label chosen
+
+
+@pytest.mark.parametrize("method", ["full", "adapter"])
+def test_the_readme_s_python_gives_the_run_s_dev_predictions(method, runs, tiny_data, capsys):
+    """The README's snippet, run as written but for the folder and the sentences (the dev file's, read here)."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## Reuse what you trained") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    with open(os.path.join(tiny_data, "dev.tsv"), newline="") as handle:
+        sentences = [row["sentence"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    folder_line, sentences_line = '"results/models/<run_name>"', 'sentences = ["a gorgeous, witty film", "a dull mess"]'
+    assert folder_line in code and sentences_line in code
+    code = code.replace(folder_line, repr(str(runs / "models" / method))).replace(
+        sentences_line, f"sentences = {sentences!r}"
+    )
+    capsys.readouterr()
+    exec(compile(code, "README.md", "exec"), {})
+    printed = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [NAMES[label] for label, _ in printed] == read_json(runs / f"{method}.json")["predictions"]
 
 
 @pytest.mark.parametrize(
