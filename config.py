@@ -338,6 +338,15 @@ def recipe_settings(recipe: str, gpu: Optional[GpuSupport]) -> dict:
     return settings
 
 
+def fast_recipe_here(gpu: Optional[GpuSupport]) -> str:
+    """What the fast recipe runs on this device (gpu_support(), None for the CPU), in a few words."""
+    settings = recipe_settings("fast", gpu)
+    precision = "bf16" if settings.get("bf16") else "fp16 with loss scaling" if settings.get("fp16") else "fp32"
+    if settings.get("torch_compile"):
+        return f"{precision}, torch.compile with CUDA graphs, lengths padded to multiples of 16"
+    return f"{precision}, eager{', each batch padded to its longest sentence' if gpu is None else ''}"
+
+
 def gpu_note(gpu: Optional[GpuSupport], experiment, training) -> Optional[str]:
     """What to tell a user whose GPU the fast recipe runs without some of its settings, or None."""
     if gpu is None or experiment.recipe != "fast":

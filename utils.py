@@ -56,13 +56,16 @@ def check_environment() -> bool:
     from peft import PrefixTuningConfig, get_peft_model
     from transformers import BertForSequenceClassification
 
+    from config import fast_recipe_here, gpu_support
     from models import tiny_bert_config
 
     for name, version in environment().items():
         print(f"{name:>13}: {version}")
-    cuda = torch.cuda.is_available()
-    print(f"{'cuda':>13}: {torch.version.cuda if cuda else 'not available'}")
-    print(f"{'bf16':>13}: {'yes' if cuda and torch.cuda.is_bf16_supported() else 'no'}")
+    gpu = gpu_support()
+    print(f"{'cuda':>13}: {torch.version.cuda if gpu else 'not available'}")
+    emulated = gpu is not None and torch.cuda.is_bf16_supported()  # before Ampere: not what inductor compiles
+    print(f"{'bf16':>13}: {'native' if gpu and gpu.native_bf16 else 'emulated' if emulated else 'no'}")
+    print(f"{'fast recipe':>13}: {fast_recipe_here(gpu)}")
     try:
         model = get_peft_model(
             BertForSequenceClassification(tiny_bert_config(50, hidden_size=16, intermediate_size=32)),

@@ -823,3 +823,18 @@ def test_bench_s_bare_loop_refuses_gradient_accumulation():
     trainer = types.SimpleNamespace(args=types.SimpleNamespace(gradient_accumulation_steps=2))
     with pytest.raises(ConfigError, match="one batch per step"):
         bench.bare_loop(trainer, 1, bench.StageTimer(1))
+
+
+@pytest.mark.parametrize(
+    "gpu, says",
+    [
+        (GpuSupport("NVIDIA H200"), "bf16, torch.compile with CUDA graphs, lengths padded to multiples of 16"),
+        (T4, "fp16 with loss scaling, torch.compile with CUDA graphs, lengths padded to multiples of 16"),
+        (P100, "fp16 with loss scaling, eager"),
+        (None, "fp32, eager, each batch padded to its longest sentence"),
+    ],
+)
+def test_check_env_says_what_the_fast_recipe_runs_on_each_kind_of_device(gpu, says):
+    from config import fast_recipe_here
+
+    assert fast_recipe_here(gpu) == says

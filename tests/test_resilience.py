@@ -100,6 +100,7 @@ def test_check_env_proves_prefix_tuning_works():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "prefix tuning on BERT: works" in done.stdout
     assert "transformers" in done.stdout and "bf16" in done.stdout
+    assert "fast recipe: fp32, eager" in done.stdout  # this CPU: what a train script's default recipe runs here
 
 
 @pytest.mark.parametrize("writer", [True, False])
