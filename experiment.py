@@ -585,15 +585,19 @@ def _peft_config(model):
 
 
 def summary_line(record, path) -> str:
+    """The run's outcome in one line; and, where the model was saved, the command that classifies with it."""
     metrics, efficiency = record["metrics"], record["efficiency"]
     memory = efficiency["peak_memory_mb"]
-    return (
+    line = (
         f"{record['run_name']}: accuracy {metrics['eval_accuracy']:.2%} "
         f"({metrics['eval_correct']}/{metrics['eval_total']}), train loss {metrics['train_loss']:.4f}, "
         f"training {efficiency['train_time_s']:.1f} s, peak GPU memory "
         f"{'n/a (no CUDA device)' if memory is None else f'{memory:.0f} MB'}, "
         f"{record['params']['trainable']:,} trainable parameters -> {path}"
     )
+    if record.get("model_dir"):
+        line += f'\nto classify with it: python predict.py --model {shlex.quote(record["model_dir"])} "a sentence"'
+    return line
 
 
 SCRIPTS = {"full": "train_finetune.py", "prefix": "train_prefix.py"}  # the others run through train_peft.py

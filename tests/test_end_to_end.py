@@ -5,6 +5,7 @@ import glob
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from datetime import datetime
@@ -106,6 +107,23 @@ def test_earlier_results_are_left_untouched(two_runs, tiny_model, tiny_data, cap
     assert "already holds a completed run" in capsys.readouterr().err
     assert (results / "ft.json").read_bytes() == first
     assert not glob.glob(str(results / ".tmp-*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize("save", [True, False])
+def test_a_run_ends_by_printing_the_command_that_classifies_with_its_model(
+    save, tiny_model, tiny_data, tmp_path, capsys
+):
+    import predict
+
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r", "--max_steps", "2", "--save_model", str(save))
+    assert main(argv, method="lora") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("to classify with it: ")]
+    assert len(lines) == save
+    if save:
+        words = shlex.split(lines[0].removeprefix("to classify with it: "))
+        assert words[:4] == ["python", "predict.py", "--model", str(tmp_path / "models" / "r")]
+        assert predict.main(words[2:]) == 0
+        assert "a sentence" in capsys.readouterr().out
 
 
 def test_default_run_name_is_method_and_utc_time(tiny_model, tiny_data, tmp_path):
