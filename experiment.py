@@ -397,6 +397,9 @@ def run(experiment, training, recipe, command=()) -> dict:
         if not experiment.keep_checkpoints:
             # they serve only resuming, and the run is complete
             remove_checkpoints(training.output_dir, parent=checkpoints_folder(experiment.results_dir))
+        if results.record["model_dir"]:
+            model = shlex.quote(results.record["model_dir"])
+            print(f'to classify with it: python predict.py --model {model} "a sentence"')
         print(summary_line(results.record, path))
     return results.record
 
@@ -585,19 +588,16 @@ def _peft_config(model):
 
 
 def summary_line(record, path) -> str:
-    """The run's outcome in one line; and, where the model was saved, the command that classifies with it."""
+    """The run's outcome in one line: the last line a run prints, which compare.py shows for each of its runs."""
     metrics, efficiency = record["metrics"], record["efficiency"]
     memory = efficiency["peak_memory_mb"]
-    line = (
+    return (
         f"{record['run_name']}: accuracy {metrics['eval_accuracy']:.2%} "
         f"({metrics['eval_correct']}/{metrics['eval_total']}), train loss {metrics['train_loss']:.4f}, "
         f"training {efficiency['train_time_s']:.1f} s, peak GPU memory "
         f"{'n/a (no CUDA device)' if memory is None else f'{memory:.0f} MB'}, "
         f"{record['params']['trainable']:,} trainable parameters -> {path}"
     )
-    if record.get("model_dir"):
-        line += f'\nto classify with it: python predict.py --model {shlex.quote(record["model_dir"])} "a sentence"'
-    return line
 
 
 SCRIPTS = {"full": "train_finetune.py", "prefix": "train_prefix.py"}  # the others run through train_peft.py

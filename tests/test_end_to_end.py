@@ -117,8 +117,10 @@ def test_a_run_ends_by_printing_the_command_that_classifies_with_its_model(
 
     argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r", "--max_steps", "2", "--save_model", str(save))
     assert main(argv, method="lora") == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("to classify with it: ")]
+    printed = capsys.readouterr().out.splitlines()
+    lines = [line for line in printed if line.startswith("to classify with it: ")]
     assert len(lines) == save
+    assert printed[-1].startswith("r: accuracy ")  # the summary stays last: compare.py shows each run's last line
     if save:
         words = shlex.split(lines[0].removeprefix("to classify with it: "))
         assert words[:4] == ["python", "predict.py", "--model", str(tmp_path / "models" / "r")]
