@@ -110,9 +110,7 @@ def test_earlier_results_are_left_untouched(two_runs, tiny_model, tiny_data, cap
 
 
 @pytest.mark.parametrize("save", [True, False])
-def test_a_run_ends_by_printing_the_command_that_classifies_with_its_model(
-    save, tiny_model, tiny_data, tmp_path, capsys
-):
+def test_a_run_prints_the_command_that_classifies_with_its_model(save, tiny_model, tiny_data, tmp_path, capsys):
     import predict
 
     argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--run_name", "r", "--max_steps", "2", "--save_model", str(save))

@@ -463,7 +463,7 @@ def test_memory_not_measured_keeps_the_method_names_where_the_bars_would_be():
     [
         ((109_483_778, 14_781_698), [10**7, 10**8]),  # BERT-base: 10^7 lies just below prefix tuning
         ((22_713_986, 1_930_370), [10**6, 10**7]),  # MiniLM
-        ((2_000_000, 5_000_000), [10**6, 10**7]),  # one decade: 10^6 is nearer than 10^7
+        ((2_000_000, 5_000_000), [10**6, 10**7]),  # no power of ten between them: one on each side
         ((1_538, 22_713_986), [10**3, 10**4, 10**5, 10**6, 10**7]),  # many: as drawn
     ],
 )
