@@ -70,6 +70,20 @@ def tuned_learning_rate(method: str, num_train_epochs: float, max_steps: int) ->
     return TUNED_LEARNING_RATES[method]
 
 
+def original_rate_note(experiment, training) -> Optional[str]:
+    """What to tell a user who runs a method the original did not run at the original's 1e-6, or None."""
+    method = experiment.method
+    if experiment.lr_preset != "original" or method in ("full", "prefix"):
+        return None
+    if training.learning_rate != DEFAULT_SETTINGS["learning_rate"]:
+        return None  # the user's own --learning_rate
+    return (
+        f"note: {method} trains at the original experiment's learning rate, 1e-6 (--lr_preset original), which it "
+        f"set for full fine-tuning and prefix tuning; our sweeps chose {TUNED_LEARNING_RATES[method]:g} for {method} "
+        "(--lr_preset tuned: results/reference/sweeps/)."
+    )
+
+
 def tuned_rate_note(experiment, training) -> Optional[str]:
     """What to tell a user who runs --lr_preset tuned's one-epoch rate over a longer schedule, or None."""
     if experiment.lr_preset != "tuned" or training.max_steps > 0 or training.num_train_epochs <= 1:

@@ -36,6 +36,7 @@ from config import (
     data_parallel_note,
     gpu_note,
     gpu_support,
+    original_rate_note,
     parse_args,
     tuned_rate_note,
 )
@@ -367,6 +368,7 @@ def run(experiment, training, recipe, command=()) -> dict:
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
     for note in (
+        original_rate_note(experiment, training),
         tuned_rate_note(experiment, training),
         gpu_note(None if training.use_cpu else gpu_support(), experiment, training),
         data_parallel_note(training),

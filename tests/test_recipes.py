@@ -26,6 +26,7 @@ from config import (
     gpu_note,
     gpu_support,
     layered_settings,
+    original_rate_note,
     parse_args,
     recipe_settings,
     tuned_rate_note,
@@ -247,6 +248,18 @@ def test_a_one_epoch_rate_over_a_longer_schedule_gets_a_note(tiny_model, tiny_da
     rate = argv.index("--learning_rate")
     assert main(argv[:rate] + argv[rate + 2 :], method="full") == 0  # two epochs at the preset's rate
     assert "rate for full (0.0001) was chosen for one epoch, and this run trains 2" in capsys.readouterr().out
+
+
+def test_a_method_the_original_did_not_run_gets_a_note_at_its_rate():
+    def note(method, *flags):
+        return original_rate_note(*parse_args(["--method", method, "--use_cpu", *flags])[:2])
+
+    said = note("lora")
+    assert "lora trains at the original experiment's learning rate, 1e-6" in said and "chose 0.002 for lora" in said
+    assert "chose 0.3 for head" in note("head")  # the sweeps' choices (test_reference_results ties them to config)
+    assert note("full") is None and note("prefix") is None  # the original's own methods and rate
+    assert note("lora", "--lr_preset", "tuned") is None
+    assert note("lora", "--learning_rate", "1e-4") is None  # the user chose the rate
 
 
 @pytest.mark.parametrize("method", ["full", "prefix"])
