@@ -375,6 +375,17 @@ def gpu_note(gpu: Optional[GpuSupport], experiment, training) -> Optional[str]:
     return f"note: the fast recipe on {gpu.name} runs {' and '.join(instead)}; --recipe original runs fp32, eagerly."
 
 
+def compile_note(training) -> Optional[str]:
+    """What to tell a user whose first steps will compile the model (the fast recipe on a GPU), so that a long
+    first step does not look like a hang; or None."""
+    if not training.torch_compile:
+        return None
+    return (
+        "note: torch.compile compiles the model during the first steps: a minute or more the first time on a "
+        "machine, less once inductor's cache holds it (README: Recipes); --recipe original does not compile."
+    )
+
+
 def data_parallel_note(training) -> Optional[str]:
     """What to tell a user whose one process sees several GPUs, which the Trainer then runs as nn.DataParallel
     with a batch that many times the per-device one, or None."""
@@ -419,6 +430,8 @@ def layered_settings(method: str, lr_preset: str, recipe: dict, typed: dict) -> 
     """The module docstring's precedence: each layer overrides the one before; the library fills what none set."""
     if typed.keys() & set(PRECISIONS):
         recipe = {name: value for name, value in recipe.items() if name not in PRECISIONS}
+    if typed.get("torch_compile") is False:  # TrainingArguments compiles whenever a mode is set, the recipe's too
+        recipe = {name: value for name, value in recipe.items() if name not in COMPILE_SETTINGS}
     schedule = {"max_steps": -1, **DEFAULT_SETTINGS, **recipe, **typed}
     rate = tuned_learning_rate(method, schedule["num_train_epochs"], schedule["max_steps"])
     preset = {"learning_rate": rate} if lr_preset == "tuned" else {}

@@ -33,6 +33,7 @@ from transformers.utils import logging as hf_logging
 from config import (
     ConfigError,
     checkpoints_folder,
+    compile_note,
     data_parallel_note,
     gpu_note,
     gpu_support,
@@ -371,6 +372,7 @@ def run(experiment, training, recipe, command=()) -> dict:
         original_rate_note(experiment, training),
         tuned_rate_note(experiment, training),
         gpu_note(None if training.use_cpu else gpu_support(), experiment, training),
+        compile_note(training),
         data_parallel_note(training),
     ):
         if note:

@@ -22,6 +22,7 @@ from config import (
     ConfigError,
     ExperimentArguments,
     GpuSupport,
+    compile_note,
     data_parallel_note,
     gpu_note,
     gpu_support,
@@ -248,6 +249,39 @@ def test_a_one_epoch_rate_over_a_longer_schedule_gets_a_note(tiny_model, tiny_da
     rate = argv.index("--learning_rate")
     assert main(argv[:rate] + argv[rate + 2 :], method="full") == 0  # two epochs at the preset's rate
     assert "rate for full (0.0001) was chosen for one epoch, and this run trains 2" in capsys.readouterr().out
+
+
+def test_torch_compile_false_turns_the_fast_recipe_s_compile_off(monkeypatch):
+    """TrainingArguments sets torch_compile whenever torch_compile_mode is set, and the fast recipe sets a mode:
+    --torch_compile False has to take the recipe's compile settings away, as a P100 does."""
+    experiment, training, _ = on_this_gpu(monkeypatch, GpuSupport("NVIDIA H200"), ["--bf16", "False"])
+    assert training.torch_compile and training.torch_compile_mode == "reduce-overhead"  # the recipe, as it is
+    experiment, training, _ = on_this_gpu(
+        monkeypatch, GpuSupport("NVIDIA H200"), ["--bf16", "False", "--torch_compile", "False"]
+    )
+    assert training.torch_compile is False and training.torch_compile_mode is None
+    assert experiment.torch_compile_dynamic is None and experiment.recompute_in_backward is False
+    assert training.optim == "adamw_torch_fused" and experiment.pad_to_multiple_of == 16  # the rest stays
+
+
+@pytest.mark.parametrize(
+    "gpu, argv, compiles",
+    [
+        # --bf16 False: TrainingArguments refuses bf16 on this CPU-only machine, and precision does not matter here
+        (GpuSupport("NVIDIA H200"), ["--bf16", "False"], True),  # the fast recipe's first steps compile
+        (T4, [], True),
+        (P100, [], False),  # no Triton: eager
+        (GpuSupport("NVIDIA H200"), ["--recipe", "original"], False),
+        (GpuSupport("NVIDIA H200"), ["--bf16", "False", "--torch_compile", "False"], False),
+        (None, [], False),  # the CPU: the fast recipe does not compile
+        (None, ["--torch_compile", "True"], True),
+    ],
+)
+def test_a_run_that_compiles_says_its_first_steps_will_be_slow(gpu, argv, compiles, monkeypatch):
+    _, training, _ = on_this_gpu(monkeypatch, gpu, argv if gpu else ["--use_cpu", *argv])
+    note = compile_note(training)
+    assert (note is not None) == compiles
+    assert note is None or "compiles the model during the first steps: a minute or more the first time" in note
 
 
 def test_a_method_the_original_did_not_run_gets_a_note_at_its_rate():
