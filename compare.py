@@ -26,9 +26,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
+import config
 import plot_results
-from config import ConfigError, refuse_flags
+from config import ConfigError, parse_args, refuse_flags
 from methods import METHODS
 from resilience import CatchesStopSignals
 from results import earlier_run, utc_stamp
@@ -80,6 +82,26 @@ def parse(argv):
         owned += ("--train_size",) + (("--max_steps",) if args.budget == "steps" else ())
     refuse_flags("compare.py", train_flags, owned)
     return args, methods, seeds, sizes, train_flags
+
+
+def original_rate_note(methods, train_flags) -> Optional[str]:
+    """What to tell a user whose grid trains methods the original did not run at its 1e-6, or None: each run
+    says so too, but in its own output, which the grid keeps out of sight."""
+    at_original_rate = []
+    for method in methods:
+        try:
+            experiment, training, _ = parse_args([*train_flags, "--method", method])
+        except ConfigError:
+            return None  # the runs say what is wrong
+        if config.original_rate_note(experiment, training):
+            at_original_rate.append(method)
+    if not at_original_rate:
+        return None
+    return (
+        f"note: {', '.join(at_original_rate)} will train at the original experiment's learning rate, 1e-6, which "
+        "it set for full fine-tuning and prefix tuning; --lr_preset tuned gives each method the rate our sweeps "
+        "chose (results/reference/sweeps/)."
+    )
 
 
 def curve_flags(args, size) -> list[str]:
@@ -138,6 +160,9 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    note = original_rate_note(methods, train_flags)
+    if note:
+        print(note)
     grid = f"compare-{utc_stamp()}"
     results_dir = args.results_dir or os.path.join("results", grid)
     runs = [(method, size, seed) for seed in seeds for size in sizes for method in methods]

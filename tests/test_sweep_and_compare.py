@@ -183,6 +183,22 @@ def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "methods, flags, named",
+    [
+        ("full,lora,ia3", [], "lora, ia3"),  # the original ran full fine-tuning and prefix tuning only
+        ("full,lora", ["--lr_preset", "tuned"], None),
+        ("full,lora", ["--lr_preset=tuned"], None),
+        ("full,lora", ["--learning_rate", "1e-4"], None),  # the user's rate
+        ("full,prefix", [], None),
+    ],
+)
+def test_a_grid_at_the_original_s_rate_names_the_methods_the_original_did_not_run(methods, flags, named):
+    note = compare.original_rate_note(methods.split(","), [*flags, "--use_cpu"])
+    assert (note is None) == (named is None)
+    assert note is None or note.startswith(f"note: {named} will train at the original experiment's learning rate")
+
+
 def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data, tmp_path):
     assert (
         compare.main(
