@@ -17,6 +17,7 @@ from transformers import (
 
 from config import (
     FAST_ON_GPU,
+    RECIPES,
     TUNED_LEARNING_RATES,
     TUNED_TEN_EPOCH_LEARNING_RATES,
     ConfigError,
@@ -262,6 +263,44 @@ def test_torch_compile_false_turns_the_fast_recipe_s_compile_off(monkeypatch):
     assert training.torch_compile is False and training.torch_compile_mode is None
     assert experiment.torch_compile_dynamic is None and experiment.recompute_in_backward is False
     assert training.optim == "adamw_torch_fused" and experiment.pad_to_multiple_of == 16  # the rest stays
+
+
+# Each setting the fast recipe makes on a GPU, a value other than the recipe's, and that value as it must come out
+# of parse_args. Written out here rather than derived from FAST_ON_GPU; the test checks that it covers every key.
+TYPED_OVER_THE_RECIPE = {
+    "bf16": ("False", False),
+    "torch_compile": ("False", False),
+    "torch_compile_mode": ("default", "default"),
+    "pad_to_multiple_of": ("8", 8),
+    "torch_compile_dynamic": ("False", False),
+    "bf16_frozen_weights": ("False", False),
+    "recompute_in_backward": ("False", False),
+    "optim": ("adamw_torch", "adamw_torch"),
+    "per_device_eval_batch_size": ("64", 64),
+    "dataloader_num_workers": ("2", 2),
+    "accelerator_config": ('{"non_blocking": false}', False),  # read back as its non_blocking
+    "pad_to_max_length": ("True", True),
+    "logging_nan_inf_filter": ("True", True),
+    "walk_modules_once": ("False", False),
+    "prompt_tokens_on_device": ("False", False),
+}
+
+
+def test_the_table_of_typed_settings_covers_the_fast_recipe():
+    assert set(TYPED_OVER_THE_RECIPE) == set(FAST_ON_GPU) | set(RECIPES["fast"])
+
+
+@pytest.mark.parametrize("name", sorted(TYPED_OVER_THE_RECIPE))
+def test_what_the_user_types_wins_over_every_setting_of_the_fast_recipe(name, monkeypatch):
+    """The module docstring's precedence, setting by setting, on a simulated H200: --torch_compile False had lost
+    to the recipe's torch_compile_mode, which makes TrainingArguments compile."""
+    typed, expected = TYPED_OVER_THE_RECIPE[name]
+    argv = [] if name == "bf16" else ["--bf16", "False"]  # TrainingArguments refuses bf16 on this CPU-only machine
+    experiment, training, _ = on_this_gpu(monkeypatch, GpuSupport("NVIDIA H200"), [*argv, f"--{name}", typed])
+    value = getattr(experiment, name) if hasattr(experiment, name) else getattr(training, name)
+    if name == "accelerator_config":
+        value = value.non_blocking
+    assert value == expected
 
 
 @pytest.mark.parametrize(
