@@ -28,9 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-import config
 import plot_results
-from config import ConfigError, parse_args, refuse_flags
+from config import ConfigError, original_rate_note, parse_args, refuse_flags
 from methods import METHODS
 from resilience import CatchesStopSignals
 from results import earlier_run, utc_stamp
@@ -84,7 +83,7 @@ def parse(argv):
     return args, methods, seeds, sizes, train_flags
 
 
-def original_rate_note(methods, train_flags) -> Optional[str]:
+def grid_rate_note(methods, train_flags) -> Optional[str]:
     """What to tell a user whose grid trains methods the original did not run at its 1e-6, or None: each run
     says so too, but in its own output, which the grid keeps out of sight."""
     at_original_rate = []
@@ -93,7 +92,7 @@ def original_rate_note(methods, train_flags) -> Optional[str]:
             experiment, training, _ = parse_args([*train_flags, "--method", method])
         except ConfigError:
             return None  # the runs say what is wrong
-        if config.original_rate_note(experiment, training):
+        if original_rate_note(experiment, training):
             at_original_rate.append(method)
     if not at_original_rate:
         return None
@@ -160,7 +159,7 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    note = original_rate_note(methods, train_flags)
+    note = grid_rate_note(methods, train_flags)
     if note:
         print(note)
     grid = f"compare-{utc_stamp()}"

@@ -357,7 +357,8 @@ def fast_recipe_here(gpu: Optional[GpuSupport]) -> str:
     settings = recipe_settings("fast", gpu)
     precision = "bf16" if settings.get("bf16") else "fp16 with loss scaling" if settings.get("fp16") else "fp32"
     if settings.get("torch_compile"):
-        return f"{precision}, torch.compile with CUDA graphs, lengths padded to multiples of 16"
+        multiple = settings["pad_to_multiple_of"]
+        return f"{precision}, torch.compile with CUDA graphs, lengths padded to multiples of {multiple}"
     return f"{precision}, eager{', each batch padded to its longest sentence' if gpu is None else ''}"
 
 

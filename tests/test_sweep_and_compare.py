@@ -194,7 +194,7 @@ def test_sweep_refuses_flags_it_sets_itself(tiny_model, tiny_data, capsys):
     ],
 )
 def test_a_grid_at_the_original_s_rate_names_the_methods_the_original_did_not_run(methods, flags, named):
-    note = compare.original_rate_note(methods.split(","), [*flags, "--use_cpu"])
+    note = compare.grid_rate_note(methods.split(","), [*flags, "--use_cpu"])
     assert (note is None) == (named is None)
     assert note is None or note.startswith(f"note: {named} will train at the original experiment's learning rate")
 
