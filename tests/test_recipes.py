@@ -335,6 +335,18 @@ def test_a_method_the_original_did_not_run_gets_a_note_at_its_rate():
     assert note("lora", "--learning_rate", "1e-4") is None  # the user chose the rate
 
 
+def test_a_run_prints_its_notes_before_it_trains(tiny_model, tiny_data, tmp_path, capsys):
+    """The two notes above as a run prints them: LoRA at the original's rate (no --learning_rate), compiled (by
+    dynamo's eager backend, which traces without inductor's compile)."""
+    argv = tiny_argv(tiny_model, tiny_data, tmp_path, "--max_steps", "1", "--save_model", "False")
+    rate = argv.index("--learning_rate")
+    argv = [*argv[:rate], *argv[rate + 2 :], "--use_cpu", "--torch_compile_backend", "eager"]
+    assert main(argv, method="lora") == 0
+    printed = capsys.readouterr().out
+    assert "note: lora trains at the original experiment's learning rate, 1e-6" in printed
+    assert "note: torch.compile compiles the model during the first steps" in printed
+
+
 @pytest.mark.parametrize("method", ["full", "prefix"])
 def test_both_recipes_learn_the_same_thing(method, tiny_model, tiny_data, tmp_path):
     """Whole runs under each recipe agree on the tiny model.

@@ -199,6 +199,13 @@ def test_a_grid_at_the_original_s_rate_names_the_methods_the_original_did_not_ru
     assert note is None or note.startswith(f"note: {named} will train at the original experiment's learning rate")
 
 
+def test_a_grid_prints_its_rate_note_before_its_runs(tiny_model, tiny_data, tmp_path, capsys):
+    argv = ["--methods", "lora", "--seeds", "1", "--results_dir", str(tmp_path), *shared_flags(tiny_model, tiny_data)]
+    assert compare.main([*argv, "--max_steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("note: lora will train at the original experiment's learning rate, 1e-6")
+
+
 def test_compare_runs_the_grid_in_parallel_and_summarises(tiny_model, tiny_data, tmp_path):
     assert (
         compare.main(
