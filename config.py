@@ -250,6 +250,10 @@ class ExperimentArguments:
     # autocast's bf16 copies of the trained weights, instead of keeping it from the forward
     # (experiment.partition_for_memory). Off: torch's own split, as the H100 report ran.
     recompute_in_backward: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
+    # With torch.compile: trace one of the encoder's identical layers and reuse what it compiled to for the others
+    # (experiment.compile_layers_once), still one graph for the step. Off: every layer traced and compiled anew, as
+    # the H100 report ran. Not yet the recipe's: no GPU has timed its step (gpu_report.py --part bench_layers_once).
+    compile_layers_once: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
     num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt-learning methods: number of virtual tokens."})
     prefix_projection: bool = field(
         default=True, metadata={"help": "Prefix tuning: reparameterise the prefix through a two-layer MLP."}

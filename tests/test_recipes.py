@@ -475,6 +475,72 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "prefix", "ptuning", "lora", "ia3", "adapter"])
+def test_layers_compiled_once_compute_what_every_layer_compiled_computes(method, tiny_model, tokenizer):
+    """--compile_layers_once: dynamo traces one encoder layer and reuses it for the other, in one graph without a
+    break, and the step's loss and gradients are those of the model compiled layer by layer. Dropout is off
+    (eval mode), so both draw nothing at random. Another model of the same class stays unmarked."""
+    from torch._dynamo.utils import counters
+
+    from experiment import _compile_dynamic, compile_layers_once
+
+    def compiled_step(model):
+        torch._dynamo.reset()
+        counters.clear()
+        model.zero_grad()
+        with _compile_dynamic(True):  # the pipeline's settings for symbolic shapes, as build_trainer makes them
+            compiled = torch.compile(model, backend="aot_eager", dynamic=True)
+        output = compiled(**batch, labels=torch.tensor([1, 0, 0]))
+        output.loss.backward()
+        gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        return output.loss.detach(), gradients, dict(counters["stats"]), sum(counters["graph_break"].values())
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = apply_method(model, method, ExperimentArguments(method=method, num_virtual_tokens=4)).eval()
+    sentences = ["the acting was really quite good", "dull", "a bad , bad film that never ends"]
+    batch = PaddingCollator(tokenizer, pad_to_multiple_of=16)([tokenizer(sentence) for sentence in sentences])
+    loss, gradients, traced, breaks = compiled_step(model)
+    assert compile_layers_once(model) == AutoConfig.from_pretrained(tiny_model).num_hidden_layers == 2
+    once_loss, once_gradients, once_traced, once_breaks = compiled_step(model)
+    assert traced["unique_graphs"] == once_traced["unique_graphs"] == 1 and breaks == once_breaks == 0
+    assert once_traced["calls_captured"] < traced["calls_captured"]  # the second layer's calls are not traced
+    torch.testing.assert_close(once_loss, loss, atol=1e-6, rtol=1e-5)
+    assert once_gradients.keys() == gradients.keys() and gradients
+    for name, gradient in once_gradients.items():
+        torch.testing.assert_close(gradient, gradients[name], atol=1e-6, rtol=1e-4, msg=name)
+    other = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    assert not any("forward" in vars(layer) for layer in other.bert.encoder.layer)
+
+
+@pytest.mark.slow
+def test_a_run_with_layers_compiled_once_learns_what_it_learns_without(tiny_model, tiny_data, tmp_path):
+    """The flag reaches the run's model: under the GPU recipe's settings (bf16 autocast, frozen weights in bf16,
+    the backward's recompute, symbolic shapes), dynamo traces less of the one graph, and the run takes the same
+    steps, losses and dev predictions as without it."""
+    from torch._dynamo.utils import counters
+
+    flags = ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True", "--recompute_in_backward", "True"]
+    flags += ["--torch_compile", "--torch_compile_backend", "aot_eager", "--torch_compile_dynamic", "True"]
+    flags += ["--pad_to_multiple_of", "16", "--num_train_epochs", "1", "--save_strategy", "no"]
+    runs = {}
+    for once in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        argv = [*flags, "--compile_layers_once", str(once), "--run_name", f"once-{once}"]
+        assert main(tiny_argv(tiny_model, tiny_data, tmp_path, *argv), method="prefix") == 0
+        runs[once] = read_json(tmp_path / f"once-{once}.json"), dict(counters["stats"])
+    (record, traced), (once_record, once_traced) = runs[False], runs[True]
+    assert once_record["config"]["compile_layers_once"] is True and record["config"]["compile_layers_once"] is False
+    assert traced["unique_graphs"] == once_traced["unique_graphs"] == 1
+    assert once_traced["calls_captured"] < traced["calls_captured"]
+    assert once_record["efficiency"]["train_steps"] == record["efficiency"]["train_steps"] == 6  # 96 sentences
+    for key in ("train_loss", "eval_loss"):
+        assert once_record["history"][-1][key] == pytest.approx(record["history"][-1][key], rel=1e-3), key
+    assert once_record["predictions"] == record["predictions"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("recompute", [False, True])
 def test_recompute_in_backward_keeps_no_bf16_copy_of_a_trained_weight(recompute, tiny_model, tiny_data, tmp_path):
     """Under bf16 autocast, torch.compile's own split of a step keeps, from the forward for the backward, the bf16

@@ -8,8 +8,10 @@ compiled code in its on-disk caches.
 Each setting runs in a fresh process: one forward and backward pass of BERT-base at random init (BertConfig():
 the graph depends on the architecture, not the weights), batch 16 of 32 tokens, compiled by inductor for
 symbolic shapes. The first two settings run with inductor's caches off, so neither reuses the other's work;
-the next two share one cache folder that starts empty. Last, the pipeline's setting again with prefix tuning
-applied, caches off: what the method's graph costs to compile beside full fine-tuning's. Reports the wall time
+the next two share one cache folder that starts empty. Then the pipeline's setting again with prefix tuning
+applied, caches off: what the method's graph costs to compile beside full fine-tuning's. Last, full and prefix
+tuning with one encoder layer traced and compiled for all twelve (experiment.compile_layers_once), caches off:
+what --compile_layers_once saves. Reports the wall time
 of that first step, nearly all compiling, and how many times dynamo traced the model. Prints a table and
 writes a JSON with "kind": "compile_time".
 """
@@ -30,6 +32,8 @@ SETTINGS = {  # {setting: (what it means, whether inductor's caches are on)}, ru
     "first run, caches on": ("the pipeline's setting, inductor's caches on and empty: a machine's first run", True),
     "next run, caches on": ("the same again, with the caches the first run filled: every later run", True),
     "prefix tuning": ("the pipeline's setting, with peft's prefix tuning (20 virtual tokens, projection)", False),
+    "layers once": ("the pipeline's setting, one encoder layer traced for all twelve (--compile_layers_once)", False),
+    "prefix tuning, layers once": ("prefix tuning, one encoder layer traced for all twelve", False),
 }
 
 
@@ -43,11 +47,15 @@ def child(setting):
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2, problem_type=PROBLEM_TYPE)).train()
-    if setting == "prefix tuning":  # it warmed up in 155 s on an H100 to full's 87 (results/gpu_report.json)
+    if setting.startswith("prefix tuning"):  # it warmed up in 155 s on an H100 to full's 87 (results/gpu_report.json)
         from config import ExperimentArguments
         from methods import apply_method
 
         model = apply_method(model, "prefix", ExperimentArguments(method="prefix")).train()
+    if setting.endswith("layers once"):
+        from experiment import compile_layers_once
+
+        compile_layers_once(model)
     with _compile_dynamic(True):  # what build_trainer sets for the fast recipe
         compiled = torch.compile(model, dynamic=True)
     if setting == "symbolic floats":
