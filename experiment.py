@@ -269,7 +269,7 @@ def compile_layers_once(model):
 
     A model's first compiled step is nearly all compiling, paid in full on a freshly lent GPU (87 s for BERT-base on
     the H100, 155 for prefix tuning: results/gpu_report.json), and the original's protocol counts it. On our CPU,
-    BERT-base's first step took 30.1 s instead of 60.8 for full fine-tuning and 45.3 instead of 56.3 for prefix
+    BERT-base's first step took 37.2 s instead of 63.7 for full fine-tuning and 48.6 instead of 59.0 for prefix
     tuning (results/reference/compile-time-cpu/). Under symbolic shapes it needs Python floats fixed, as
     _compile_dynamic fixes them: left symbolic, dynamo failed inside the region (KeyError, torch 2.13). Returns how
     many layers it marked."""
@@ -302,7 +302,7 @@ def _compile_dynamic(dynamic):
         # Symbolic shapes also make Python floats symbolic. BERT's are constants of its config; autograd's
         # tracing found it could not keep one symbolic, and dynamo traced the whole model again with the floats
         # fixed, to the same graph (inductor's cache takes one for the other). Fixed from the start, BERT-base
-        # compiled in 18 s less on our CPU (results/reference/compile-time-cpu/compile_time.json).
+        # compiled in 10 s less on our CPU (results/reference/compile-time-cpu/compile_time.json).
         torch._dynamo.config.specialize_float = True
     try:
         yield

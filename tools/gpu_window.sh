@@ -3,11 +3,13 @@
 # gpu_report.py named as arguments, in order, each under its own time limit, merged into $OUT/gpu_report.json
 # (which starts as the committed results/gpu_report.json) as each row lands, so a part cut off keeps its rows.
 # A 15-minute window holds the first two calls (about 11 minutes, and the machine's start), with time to rerun
-# one part; each of the last two takes a later one. Each call fits the device's 10 minutes.
+# one part; the third takes a later one, and the last two together another. Each call fits the device's 10
+# minutes.
 #     bash tools/gpu_window.sh bench_full bench_prefix                                  # about 6 min, H100
 #     bash tools/gpu_window.sh profile bench_bare                                       # about 5, on that machine
 #     bash tools/gpu_window.sh bench_variants bench_variants_prefix                     # about 8, a later window
-#     bash tools/gpu_window.sh end_to_end_prefix end_to_end_full original               # about 7, another
+#     bash tools/gpu_window.sh bench_layers_once                                        # about 4, first in another
+#     bash tools/gpu_window.sh end_to_end_prefix end_to_end_full original               # about 7, after it
 # On an H100 (2026-11-28): bench_full 2.5 min, bench_prefix 3.6, end_to_end_prefix 3.0, end_to_end_full and
 # original about 2 each (estimated from their runs' own clocks: 99 and 126 s); profile 1.2 on a machine
 # warm from bench_full (its compile cached), so about 2.5 on its own. The machine started in about 30 s.
@@ -15,6 +17,9 @@
 # the second finds them cached) and two compiled anew (without CUDA graphs; torch's own split of the step), so
 # about 5.5 min (estimated: the last row may meet the limit, and a part cut off keeps the rows before);
 # bench_variants_prefix: one row, prefix tuning compiled anew (its bench row warmed up in 155 s), about 3;
+# bench_layers_once: two rows compiled anew, full fine-tuning's then prefix tuning's, each with one encoder layer
+# compiled for all (37 and 49 s on our CPU, against 64 and 59 compiled whole), about 4 (estimated); first on a
+# fresh machine, so that its warm-ups are a cold machine's, as the bench rows' were;
 # bench_bare: one row of the bench's fast graphs (cached after bench_full), then the reference loop's own
 # compiles, for one shape and for symbolic shapes: about 3.5 (estimated), after the profile, so that the
 # window's end meets the last of them if anything.
