@@ -420,7 +420,13 @@ def test_outputs_and_gradients_do_not_depend_on_the_bucket(method, tiny_model, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "method, precision", [("full", []), ("prefix", ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True"])]
+    "method, precision",
+    [
+        ("full", []),
+        ("prefix", ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True"]),
+        ("full", ["--compile_layers_once", "True"]),  # one layer compiled for all, over the same buckets
+        ("prefix", ["--use_cpu", "--bf16", "True", "--bf16_frozen_weights", "True", "--compile_layers_once", "True"]),
+    ],
 )
 def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, tiny_model, tmp_path):
     """The GPU recipe's compile and buckets, exercised where CI can run them: lengths that span several
@@ -469,7 +475,8 @@ def test_the_compiled_path_runs_on_a_cpu_and_compiles_once(method, precision, ti
     record = read_json(tmp_path / "compiled.json")
     assert record["config"]["training_arguments"]["torch_compile"] is True
     assert record["config"]["torch_compile_dynamic"] is True
-    assert record["config"]["bf16_frozen_weights"] is bool(precision)
+    assert record["config"]["bf16_frozen_weights"] is ("--bf16_frozen_weights" in precision)
+    assert record["config"]["compile_layers_once"] is ("--compile_layers_once" in precision)
     assert record["efficiency"]["train_steps"] == 7
     assert record["history"] and "eval_accuracy" in record["history"][-1]  # it evaluated, with the one graph
 
@@ -511,6 +518,40 @@ def test_layers_compiled_once_compute_what_every_layer_compiled_computes(method,
         torch.testing.assert_close(gradient, gradients[name], atol=1e-6, rtol=1e-4, msg=name)
     other = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
     assert not any("forward" in vars(layer) for layer in other.bert.encoder.layer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_layers_compiled_once_draw_their_own_dropout_masks(backend):
+    """What dynamo stamps out for the second layer must not replay the first layer's random draws: each of two
+    identical layers adds dropout(ones) at p = 0.5 (0 or 2 per entry), so independent masks agree on about half
+    of 512 entries (binomial: 0.5 +- 0.022), and replayed ones on all."""
+    from experiment import compile_layers_once
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Dropout(0.5)
+
+        def forward(self, hidden):
+            return hidden + self.dropout(torch.ones_like(hidden))
+
+    class Stack(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([Layer(), Layer()])
+
+        def forward(self, hidden):
+            first = self.layers[0](hidden)
+            return torch.stack([first - hidden, self.layers[1](first) - first])
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Stack().train()
+    assert compile_layers_once(model) == 2
+    masks = torch.compile(model, backend=backend, dynamic=False)(torch.zeros(64, 8))
+    assert set(masks.unique().tolist()) == {0.0, 2.0}
+    assert 0.4 < (masks[0] == masks[1]).float().mean().item() < 0.6
 
 
 @pytest.mark.slow
