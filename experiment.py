@@ -265,14 +265,16 @@ def compile_layers_once(model):
     """Marks each layer of the model's stacks of identical layers (BERT's twelve encoder layers, peft's methods
     wrapped around them or not) as one of torch.compile's nested compile regions: dynamo traces the first layer
     it meets and stamps out what that compiled to for the others, in the same one graph, instead of tracing and
-    compiling all twelve. Outside torch.compile the mark does nothing, so evaluation and predict.py run as before.
+    compiling all twelve; each layer still draws its own dropout masks (tests/test_recipes.py). Outside
+    torch.compile the mark does nothing, so evaluation and predict.py run as before.
 
     A model's first compiled step is nearly all compiling, paid in full on a freshly lent GPU (87 s for BERT-base on
     the H100, 155 for prefix tuning: results/gpu_report.json), and the original's protocol counts it. On our CPU,
     BERT-base's first step took 37.2 s instead of 63.7 for full fine-tuning and 48.6 instead of 59.0 for prefix
     tuning (results/reference/compile-time-cpu/). Under symbolic shapes it needs Python floats fixed, as
-    _compile_dynamic fixes them: left symbolic, dynamo failed inside the region (KeyError, torch 2.13). Returns how
-    many layers it marked."""
+    _compile_dynamic fixes them: left symbolic, dynamo failed inside the region (KeyError, torch 2.13), as it did
+    for a toy layer whose input had a symbolic size that the layer's weights fix. Returns how many layers it
+    marked."""
     marked = {}  # one marked function per layer class: the regions dynamo may reuse are those of one function
     layers = [
         layer
