@@ -3,7 +3,7 @@
 # differ from requirements.txt's (torch 2.11 and transformers 5.17 there, 2.13 and 5.23 here), so that a
 # version break shows here, not in a 15-minute window. The versions are read from the environment of the
 # committed results/gpu_report.json (the last window's machine). Arguments go to pytest:
-#     bash tools/image_stack_tests.sh                         # the whole suite, about 5.5 min on 2 cores
+#     bash tools/image_stack_tests.sh                         # the whole suite, about 7 min on 2 cores
 #     bash tools/image_stack_tests.sh tests/test_recipes.py   # the recipes, compiled steps among them, about 1
 # The virtual environment (VENV, /tmp/image-stack) sees this Python's packages and shadows those three; PyPI's
 # torch for Linux is a CUDA build: with its NVIDIA libraries, the environment took 4.6 GB here. The Python
