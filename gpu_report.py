@@ -109,10 +109,9 @@ VARIANTS = (
     # what placing them once saves.
     ("prefix", "--prompt_tokens_on_device False"),
 )
-# One encoder layer traced and compiled for all twelve (experiment.compile_layers_once): BERT-base's first step
-# compiled in 37.2 s instead of 63.7 on our CPU, prefix tuning's in 48.6 instead of 59.0
-# (results/reference/compile-time-cpu/). The warm-up counts in the original's protocol (87 and 155 s on the
-# H100), so this may become the recipe's once a card shows its step as fast. bench_layers_once: both methods.
+# One encoder layer traced and compiled for all twelve (experiment.compile_layers_once, whose docstring gives what
+# it saved on our CPU). The warm-up counts in the original's protocol, so this may become the recipe's once a
+# card shows its step as fast. bench_layers_once: both methods.
 LAYERS_ONCE = "--compile_layers_once True"
 PROTOCOL_EPOCHS = 10  # the original's: 42,100 steps of 16 sentences, and a dev evaluation after each epoch
 BF16_TOLERANCE = 0.5  # points of dev accuracy between the fast recipe's bf16 and the original's fp32

@@ -134,6 +134,9 @@ def test_a_variant_is_one_more_row_against_the_same_original(tiny_model, tiny_da
     assert variant["settings"]["per_device_eval_batch_size"] == 64 != fast["settings"]["per_device_eval_batch_size"]
     assert variant["speedup"] == round(original["ms_per_step"] / variant["ms_per_step"], 2)
     assert "| full | fast --per_device_eval_batch_size 64 |" in gpu_report.markdown(read_json(output))
+    assert gpu_report.main(["--part", "bench_layers_once", *flags]) == 0  # both methods, a row each
+    once = [r for r in read_json(output)["bench"] if r["variant"] == "--compile_layers_once True"]
+    assert [r["method"] for r in once] == ["full", "prefix"]
 
 
 @pytest.mark.slow
